@@ -41,7 +41,8 @@ PANOPTES_COLUMNS = (
     "workflow_version", "created_at", "gold_standard", "expert", "metadata", "annotations",
     "subject_data", "subject_ids",
 )  # fmt: skip
-MAX_FIELD_BYTES = 64 * 1024 * 1024  # a single field may be large (10 MB annotations are real)
+MAX_LINE_BYTES = 16 * 1024 * 1024  # one row may be large (10 MB annotations happen)
+CSV_BUFFER_BYTES = 2 * MAX_LINE_BYTES  # DuckDB's read buffer; its default (16 x max_line_size) would be 256 MB
 
 
 class ExportFormatError(ValueError):
@@ -165,10 +166,10 @@ def _stage_csv(con, csv_path: Path, header: list[str]) -> int:
         create temp table csv_rows as
         select * from read_csv(?, header = true, auto_detect = false, columns = ?, delim = ',',
                                quote = '"', escape = '"', nullstr = ['NA', ''], strict_mode = true,
-                               max_line_size = ?, store_rejects = true,
+                               max_line_size = ?, buffer_size = ?, store_rejects = true,
                                rejects_table = 'ingest_rejects', rejects_scan = 'ingest_scans')
         """,
-        [str(csv_path), names, MAX_FIELD_BYTES],
+        [str(csv_path), names, MAX_LINE_BYTES, CSV_BUFFER_BYTES],
     )
     return con.execute("select count(*) from csv_rows").fetchone()[0]
 

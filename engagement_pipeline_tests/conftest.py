@@ -1,0 +1,59 @@
+"""Shared fixtures: every test gets its own ENGAGEMENT_HOME, DAGSTER_HOME and MLflow store."""
+
+import csv
+import io
+import shutil
+from pathlib import Path
+
+import pytest
+
+from engagement_pipeline.resources import Warehouse
+
+FIXTURES = Path(__file__).parent / "fixtures" / "zooniverse"
+CAT_EXPORT = FIXTURES / "cat-project-classifications.csv"
+MICHIGAN_EXPORT = FIXTURES / "michigan-sample.csv"
+
+
+@pytest.fixture(autouse=True)
+def engagement_home(tmp_path, monkeypatch) -> Path:
+    """A fresh ENGAGEMENT_HOME (and everything derived from it) for each test."""
+    home = tmp_path / "engagement_home"
+    monkeypatch.setenv("ENGAGEMENT_HOME", str(home))
+    monkeypatch.setenv("DAGSTER_HOME", str(home / "dagster"))
+    (home / "dagster").mkdir(parents=True)
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    monkeypatch.delenv("ENGAGEMENT_EXPORTS_DIR", raising=False)
+    return home
+
+
+@pytest.fixture
+def warehouse(engagement_home) -> Warehouse:
+    return Warehouse(database=str(engagement_home / "warehouse.duckdb"), memory_limit="1GB", threads=2)
+
+
+@pytest.fixture
+def exports_dir(tmp_path, monkeypatch) -> Path:
+    """An empty exports folder that ENGAGEMENT_EXPORTS_DIR points at."""
+    folder = tmp_path / "exports"
+    folder.mkdir()
+    monkeypatch.setenv("ENGAGEMENT_EXPORTS_DIR", str(folder))
+    return folder
+
+
+def copy_real_exports(folder: Path) -> list[Path]:
+    return [Path(shutil.copy(p, folder / p.name)) for p in (CAT_EXPORT, MICHIGAN_EXPORT)]
+
+
+def read_rows(path: Path) -> tuple[list[str], list[list[str]]]:
+    """Header and rows of a (small) fixture export, read with Python's csv module."""
+    with open(path, newline="", encoding="utf-8") as handle:
+        rows = list(csv.reader(handle))
+    return rows[0], rows[1:]
+
+
+def csv_text(header: list[str], rows: list[list[str]], line_ending: str = "\n") -> str:
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator=line_ending)
+    writer.writerow(header)
+    writer.writerows(rows)
+    return buffer.getvalue()
