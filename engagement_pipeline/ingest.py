@@ -87,12 +87,24 @@ def _open_binary(path: Path):
     return gzip.open(path, "rb") if path.name.lower().endswith(".gz") else open(path, "rb")
 
 
-def sha256_of(path: Path) -> str:
+@dataclass(frozen=True)
+class FileScan:
+    sha256: str
+    newlines: int | None  # None for gzip: counted on the compressed bytes it would mean nothing
+    ends_with_newline: bool
+
+
+def scan_file(path: Path) -> FileScan:
+    """The file's sha256 and, for plain CSV, its newline count: one streaming pass."""
     digest = hashlib.sha256()
+    newlines, last = 0, b""
     with open(path, "rb") as handle:
-        for chunk in iter(lambda: handle.read(1 << 20), b""):
+        for chunk in iter(lambda: handle.read(1 << 22), b""):
             digest.update(chunk)
-    return digest.hexdigest()
+            newlines += chunk.count(b"\n")
+            last = chunk
+    plain = not path.name.lower().endswith(".gz")
+    return FileScan(digest.hexdigest(), newlines if plain else None, last.endswith(b"\n"))
 
 
 def read_header(path: Path) -> list[str]:
@@ -171,47 +183,51 @@ def _stage_csv(con, csv_path: Path, header: list[str]) -> int:
         """,
         [str(csv_path), names, MAX_LINE_BYTES, CSV_BUFFER_BYTES],
     )
+    for column in PANOPTES_COLUMNS:  # our own constant names only
+        if column not in names:
+            con.execute(f"alter table csv_rows add column {column} varchar")
     return con.execute("select count(*) from csv_rows").fetchone()[0]
 
 
-def _number_lines(con, header: list[str]) -> None:
-    """raw_rows: the known columns (missing ones as NULL) and the physical line each row starts on.
+def _number_lines(con, scan: FileScan, rows_read: int) -> None:
+    """row_lines(idx, record_line, raw_line): the physical line each staged row starts on.
 
     DuckDB counts records, not lines, and skips the records it rejects; the
     line of a row is its record number plus the newlines quoted inside the
-    rows before it.
+    rows before it. When the file has exactly one line per record (the usual
+    case, known from the newline count) that sum is zero and is not computed.
     """
-    present = [c for c in PANOPTES_COLUMNS if c in header]
-    known = ", ".join(c if c in present else f"null::varchar as {c}" for c in PANOPTES_COLUMNS)
+    parser_rejects = con.execute("select count(distinct line) from ingest_rejects").fetchone()[0]
+    records = 1 + rows_read + parser_rejects
+    physical_lines = None if scan.newlines is None else scan.newlines + (0 if scan.ends_with_newline else 1)
+    quoted_newlines = (
+        "0"
+        if physical_lines == records
+        else "coalesce(length(concat_ws('', *columns(*))) - length(replace(concat_ws('', *columns(*)), chr(10), '')), 0)"
+    )
     con.execute(
         f"""
-        create or replace temp table raw_rows as
+        create or replace temp table row_lines as
         with accepted as (
-            select row_number() over (order by rowid) - 1 as idx,
-                   coalesce(length(concat_ws('', *columns(*))) - length(replace(concat_ws('', *columns(*)), chr(10), '')), 0)
-                       as quoted_newlines,
-                   *
-            from csv_rows
+            select rowid as idx, {quoted_newlines} as quoted_newlines from csv_rows
         ),
         parser_rejects as (select distinct line from ingest_rejects),
         free_record_lines as (
             select range as record_line, row_number() over (order by range) - 1 as idx
-            from range(2, (select count(*) from accepted) + (select count(*) from parser_rejects) + 2)
+            from range(2, ? + 2)
             where range not in (select line from parser_rejects)
         )
-        select free_record_lines.record_line
-                 + coalesce(sum(quoted_newlines) over (order by accepted.idx rows between unbounded preceding and 1 preceding), 0)
-                 as raw_line,
-               free_record_lines.record_line,
-               quoted_newlines,
-               {known}
+        select idx, record_line, quoted_newlines,
+               record_line + coalesce(sum(quoted_newlines) over (order by idx rows between unbounded preceding and 1 preceding), 0)
+                   as raw_line
         from accepted join free_record_lines using (idx)
-        """  # `known` holds only our own column names, never text from the file
+        """,  # `quoted_newlines` is one of two constant expressions above
+        [rows_read + parser_rejects],
     )
 
 
-def ingest_file(con, path: Path, sha256: str, salt: str, scratch: Path) -> FileResult:
-    """Load one export in one transaction. The caller has checked its header."""
+def ingest_file(con, path: Path, scan: FileScan, salt: str, scratch: Path) -> FileResult:
+    """Load one export (already scanned, header already checked) in one transaction."""
     header = read_header(path)
     result = FileResult(path=str(path))
     transcoded_path = None
@@ -223,7 +239,9 @@ def ingest_file(con, path: Path, sha256: str, salt: str, scratch: Path) -> FileR
             transcoded_path = _transcode_to_utf8(path, scratch)
             result.transcoded = True
             result.rows_read = _stage_csv(con, transcoded_path, header)
-        _number_lines(con, header)
+            transcoded = scan_file(transcoded_path)
+            scan = FileScan(scan.sha256, transcoded.newlines, transcoded.ends_with_newline)
+        _number_lines(con, scan, result.rows_read)
         con.execute("set variable salt = ?", [salt])
         con.execute((SQL_DIR / "stage_rows.sql").read_text())
 
@@ -236,9 +254,9 @@ def ingest_file(con, path: Path, sha256: str, salt: str, scratch: Path) -> FileR
                    started_at, finished_at, utc_offset_minutes, device_class, browser_session,
                    gold_standard, expert, subject_ids, ? as source_file, raw_line as source_line,
                    now() as ingested_at
-            from parsed_rows
+            from parsed_rows join row_lines using (idx)
             where reason is null
-            qualify row_number() over (partition by classification_id order by raw_line) = 1
+            qualify row_number() over (partition by classification_id order by idx) = 1
             """,
             [str(path)],
         )
@@ -251,7 +269,7 @@ def ingest_file(con, path: Path, sha256: str, salt: str, scratch: Path) -> FileR
         con.execute(
             """
             insert into rejected_rows
-            select ?, parsed_rows.raw_line, parsed_rows.reason,
+            select ?, row_lines.raw_line, parsed_rows.reason,
                    to_json({classification_id: r.classification_id, user_id: r.user_id,
                             workflow_id: r.workflow_id, workflow_name: r.workflow_name,
                             workflow_version: r.workflow_version, created_at: r.created_at,
@@ -259,12 +277,12 @@ def ingest_file(con, path: Path, sha256: str, salt: str, scratch: Path) -> FileR
                             annotations: r.annotations, subject_data: r.subject_data,
                             subject_ids: r.subject_ids})::varchar,
                    now()
-            from parsed_rows join raw_rows r using (raw_line)
+            from parsed_rows join row_lines using (idx) join csv_rows r on r.rowid = parsed_rows.idx
             where parsed_rows.reason is not null
             union all
             -- Lines the CSV parser could not read. Their fields cannot be
             -- trusted, so user_name and user_ip are blanked by position.
-            select ?, e.line + coalesce((select sum(quoted_newlines) from raw_rows where record_line < e.line), 0),
+            select ?, e.line + coalesce((select sum(quoted_newlines) from row_lines where record_line < e.line), 0),
                    'malformed CSV: ' || e.error_type || ': ' || e.error_message,
                    array_to_string(list_transform(string_split(trim(e.csv_line, chr(10) || chr(13)), ','),
                        lambda part, i: case when i in (?, ?) then '' else part end), ','),
@@ -280,7 +298,7 @@ def ingest_file(con, path: Path, sha256: str, salt: str, scratch: Path) -> FileR
         result.rows_read += parser_rejects
         con.execute(
             "insert or replace into ingested_files values (?, ?, ?, ?, ?, ?, ?, now())",
-            [sha256, str(path), path.stat().st_size, result.rows_read, result.rows_inserted,
+            [scan.sha256, str(path), path.stat().st_size, result.rows_read, result.rows_inserted,
              result.rows_duplicate, result.rows_rejected],
         )
         con.execute("commit")
@@ -288,7 +306,7 @@ def ingest_file(con, path: Path, sha256: str, salt: str, scratch: Path) -> FileR
         _rollback_if_open(con)
         raise
     finally:
-        con.execute("drop table if exists csv_rows; drop table if exists raw_rows; drop table if exists parsed_rows")
+        con.execute("drop table if exists csv_rows; drop table if exists row_lines; drop table if exists parsed_rows")
         if transcoded_path is not None:
             transcoded_path.unlink(missing_ok=True)
     return result
@@ -305,8 +323,8 @@ def ingest_exports(con, files: list[Path], salt: str, scratch: Path, log=None) -
     """Ingest every new or changed file; check all headers before touching the warehouse."""
     ensure_schema(con)
     seen = {row[0] for row in con.execute("select sha256 from ingested_files").fetchall()}
-    hashes = {path: sha256_of(path) for path in files}
-    new_files = [path for path in files if hashes[path] not in seen]
+    scans = {path: scan_file(path) for path in files}
+    new_files = [path for path in files if scans[path].sha256 not in seen]
     for path in new_files:
         check_header(path, read_header(path))
 
@@ -316,7 +334,7 @@ def ingest_exports(con, files: list[Path], salt: str, scratch: Path, log=None) -
         if path not in new_files:
             report.files.append(FileResult(path=str(path), skipped=True))
             continue
-        result = ingest_file(con, path, hashes[path], salt, scratch)
+        result = ingest_file(con, path, scans[path], salt, scratch)
         report.files.append(result)
         if log is not None:
             log.info(

@@ -139,6 +139,20 @@ def test_r_saved_na_values_are_missing(warehouse, exports_dir):
     assert query(warehouse, "select user_key from classifications where classification_id = 1002") == [("77",)]
 
 
+def test_broken_metadata_json_keeps_the_row_without_its_fields(warehouse, exports_dir):
+    header, rows = read_rows(MICHIGAN_EXPORT)
+    rows = [list(r) for r in rows[:3]]
+    rows[1][header.index("metadata")] = '{"started_at": "2017-01-06T20:3'
+    (exports_dir / "broken-metadata.csv").write_text(csv_text(header, rows))
+    run_ingest(warehouse, exports_dir)
+    got = query(
+        warehouse,
+        "select count(*), count(started_at), count(utc_offset_minutes), count(*) filter (device_class = 'unknown') "
+        "from classifications",
+    )
+    assert got == [(3, 2, 2, 1)]
+
+
 def test_non_utf8_bytes_and_quoted_newlines_load_with_true_line_numbers(warehouse, exports_dir):
     header, rows = read_rows(MICHIGAN_EXPORT)
     rows = rows[:5]
@@ -251,7 +265,9 @@ def test_ingest_asset_and_checks_through_dagster(warehouse, exports_dir):
     copy_real_exports(exports_dir)
     result = dg.materialize([*ingest_assets, *ingest_checks], resources={"warehouse": warehouse})
     assert result.success
-    meta = result.asset_materializations_for_node("ingest_classifications")[0].metadata
+    by_key = {m.asset_key.to_user_string(): m.metadata for m in result.asset_materializations_for_node("ingest_classifications")}
+    meta = by_key["classifications"]
+    assert by_key["rejected_rows"]["dagster/row_count"].value == 0
     assert meta["dagster/row_count"].value == 2153 and meta["files_read"].value == 2
     checks = result.get_asset_check_evaluations()
     assert len(checks) == 3 and all(c.passed for c in checks)

@@ -1,12 +1,12 @@
--- Parse the staged CSV rows (table raw_rows: every known column as VARCHAR,
--- raw_line = the line the row starts on) into typed rows, each either usable
--- or carrying the reason it is not. Parameters come in as variables:
+-- Parse the staged CSV rows (temp table csv_rows: every known column as
+-- VARCHAR, in file order) into typed rows, each either usable or carrying the
+-- reason it is not; idx is the row's position in the file. Parameters come in as variables:
 --   getvariable('salt')        the salt for hashing user names (CONTRACT.md, Privacy)
 --   getvariable('source_file') the export's path
 create or replace temp table parsed_rows as
 with typed as (
     select
-        raw_line,
+        rowid as idx,
         try_cast(trim(classification_id) as bigint)                          as classification_id,
         nullif(trim(user_id), '')                                            as user_id_text,
         try_cast(trim(user_id) as bigint)                                    as user_id,
@@ -20,23 +20,26 @@ with typed as (
             try_cast(trim(created_at) as timestamptz)
         )                                                                    as created_at,
         nullif(trim(created_at), '')                                         as created_at_text,
-        case when json_valid(metadata) then metadata end                     as metadata,
+        -- One parse of the metadata JSON per row; broken JSON gives NULLs, not an error.
+        try(json_extract_string(
+            metadata, ['$.started_at', '$.finished_at', '$.utc_offset', '$.user_agent', '$.session']
+        ))                                                                   as metadata_fields,
         lower(trim(gold_standard))                                           as gold_standard,
         nullif(trim(expert), '')                                             as expert,
         nullif(trim(subject_ids), '')                                        as subject_ids
-    from raw_rows
+    from csv_rows
 ),
 
 with_metadata as (
     select
         typed.*,
-        try_cast(json_extract_string(metadata, '$.started_at') as timestamptz)   as started_at,
-        try_cast(json_extract_string(metadata, '$.finished_at') as timestamptz)  as finished_at,
+        try_cast(metadata_fields[1] as timestamptz)                          as started_at,
+        try_cast(metadata_fields[2] as timestamptz)                          as finished_at,
         -- metadata.utc_offset is JavaScript's getTimezoneOffset() in seconds:
         -- UTC minus local time. We store local minus UTC, in minutes.
-        -(try_cast(json_extract_string(metadata, '$.utc_offset') as integer) // 60) as utc_offset_minutes,
-        json_extract_string(metadata, '$.user_agent')                           as user_agent,
-        json_extract_string(metadata, '$.session')                              as browser_session
+        -(try_cast(metadata_fields[3] as integer) // 60)                     as utc_offset_minutes,
+        metadata_fields[4]                                                   as user_agent,
+        metadata_fields[5]                                                   as browser_session
     from typed
 ),
 
@@ -63,7 +66,7 @@ judged as (
 )
 
 select
-    raw_line,
+    idx,
     reason,
     classification_id,
     case
@@ -80,7 +83,7 @@ select
     case
         when user_agent is null then 'unknown'
         when regexp_matches(user_agent, 'iPad|Tablet|Kindle|Silk')
-          or (user_agent like '%Android%' and user_agent not like '%Mobile%') then 'tablet'
+          or (contains(user_agent, 'Android') and not contains(user_agent, 'Mobile')) then 'tablet'
         when regexp_matches(user_agent, 'Mobi|iPhone|iPod|Android|Windows Phone') then 'mobile'
         else 'desktop'
     end                                                             as device_class,
