@@ -1,19 +1,29 @@
 """The code location: every asset, check, resource, job and schedule of the pipeline.
 
+    exports -> classifications, rejected_rows        (ingest.py)
+            -> sql/ models: sessions, features, labels (sql_models.py)
+            -> engagement_model                        (training.py: LSTM + baselines -> MLflow)
+            -> user_predictions, one file per UTC day  (scoring.py, nightly at 02:00 UTC)
+
 Runs execute in one process (`in_process_executor`) and the warehouse
 resource serializes processes with a file lock, because DuckDB allows one
-writing process per database file.
+writing process per database file. torch, mlflow and sklearn are imported
+inside the assets that use them, so loading this module stays fast.
 """
 
 import dagster as dg
 
 from engagement_pipeline.ingest import ingest_assets, ingest_checks
 from engagement_pipeline.resources import Tracking, Warehouse
+from engagement_pipeline.scoring import nightly_scoring_job, nightly_scoring_schedule, user_predictions
 from engagement_pipeline.sql_models import sql_model_assets, sql_model_checks
+from engagement_pipeline.training import engagement_model
 
 defs = dg.Definitions(
-    assets=[*ingest_assets, *sql_model_assets],
+    assets=[*ingest_assets, *sql_model_assets, engagement_model, user_predictions],
     asset_checks=[*ingest_checks, *sql_model_checks],
+    jobs=[nightly_scoring_job],
+    schedules=[nightly_scoring_schedule],
     resources={"warehouse": Warehouse(), "tracking": Tracking()},
     executor=dg.in_process_executor,
 )

@@ -1,0 +1,278 @@
+"""Nightly scoring: one Parquet file of per-user predictions per UTC day, from the champion model.
+
+For partition D, every user with at least one classification on D gets one
+row, scored at their last classification before the end of D (`as_of`), with
+the same `features` table and the same window code (`windows.py`) that
+training used. The model is `models:/engagement-lstm@champion`, loaded through
+MLflow's pyfunc flavor exactly as any other consumer would load it.
+
+The file is written beside its final place and renamed into it: a reader sees
+the old file or the new one, never half of one, and a failed run leaves the
+previous file in place.
+"""
+
+import datetime as dt
+import os
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+
+import dagster as dg
+import numpy as np
+
+from engagement_pipeline.resources import (
+    CHAMPION_ALIAS,
+    Tracking,
+    Warehouse,
+    partitions_start,
+    paths,
+)
+from engagement_pipeline.windows import FeatureMatrix, gather_windows, load_feature_matrix
+
+daily_partitions = dg.DailyPartitionsDefinition(start_date=partitions_start(), timezone="UTC")
+
+
+class ScoringConfig(dg.Config):
+    batch_size: int = 8192
+    """Windows per call of the model."""
+
+
+@dataclass(frozen=True)
+class Champion:
+    """The model that scores, and what it expects."""
+
+    name: str
+    version: int
+    model: object  # mlflow.pyfunc.PyFuncModel
+    horizons: list[int]
+    window: int
+    feature_names: list[str]
+
+    def predict(self, windows: np.ndarray) -> np.ndarray:
+        return np.asarray(self.model.predict(windows), dtype=np.float64).reshape(len(windows), len(self.horizons))
+
+
+class NoChampionError(RuntimeError):
+    pass
+
+
+def load_champion(tracking: Tracking) -> Champion:
+    import json
+
+    import mlflow
+    from mlflow.exceptions import MlflowException
+
+    client = tracking.client()
+    name = tracking.registered_model_name
+    try:
+        version = client.get_model_version_by_alias(name, CHAMPION_ALIAS)
+    except MlflowException:
+        raise NoChampionError(
+            f"No `{CHAMPION_ALIAS}` version of the registered model `{name}` in {tracking.uri()}: "
+            "materialize the `engagement_model` asset first (it trains, registers and promotes a model)."
+        ) from None
+    model = mlflow.pyfunc.load_model(f"models:/{name}@{CHAMPION_ALIAS}")
+    return Champion(
+        name=name,
+        version=int(version.version),
+        model=model,
+        horizons=[int(h) for h in json.loads(version.tags["horizons"])],
+        window=int(version.tags["window"]),
+        feature_names=list(json.loads(version.tags["feature_names"])),
+    )
+
+
+def read_day(con, day_start: dt.datetime, day_end: dt.datetime, window: int) -> tuple[FeatureMatrix, dict[str, np.ndarray]]:
+    """The users active in [day_start, day_end) and their last `window` classifications before day_end."""
+    con.execute(
+        """
+        create or replace temp table scoring_active_users as
+        select user_key, count(*) as n_classifications, max(created_at) as last_classification_at
+        from features
+        where created_at >= ? and created_at < ?
+        group by user_key
+        """,
+        [day_start, day_end],
+    )
+    active = con.execute(
+        "select user_key, n_classifications, epoch_us(last_classification_at) as last_us "
+        "from scoring_active_users order by user_key"
+    ).fetchnumpy()
+    matrix = load_feature_matrix(
+        con,
+        where_sql="""classification_id in (
+            select classification_id from features
+            where created_at < ? and user_key in (select user_key from scoring_active_users)
+            qualify row_number() over (partition by user_key order by created_at desc, classification_id desc) <= ?
+        )""",
+        params=[day_end, window],
+    )
+    con.execute("drop table scoring_active_users")
+    return matrix, active
+
+
+def last_row_per_user(matrix: FeatureMatrix) -> np.ndarray:
+    """Index of each user's last row (rows are ordered by user, then time)."""
+    n = len(matrix)
+    is_last = np.ones(n, dtype=bool)
+    is_last[:-1] = matrix.user_start[1:] != matrix.user_start[:-1]
+    return np.flatnonzero(is_last)
+
+
+def predictions_table(champion: Champion, matrix: FeatureMatrix, active: dict, as_of: dt.datetime, batch_size: int):
+    """A pyarrow Table in the contract's schema, one row per active user."""
+    import pyarrow as pa
+
+    rows = last_row_per_user(matrix)
+    if not np.array_equal(matrix.user_key[rows], active["user_key"]):
+        raise AssertionError("users in the feature windows differ from the users active that day")
+    probabilities = np.empty((len(rows), len(champion.horizons)), dtype=np.float64)
+    for start in range(0, len(rows), batch_size):
+        chunk = rows[start : start + batch_size]
+        probabilities[start : start + len(chunk)] = champion.predict(gather_windows(matrix, chunk, champion.window))
+
+    utc_us = pa.timestamp("us", tz="UTC")
+    n = len(rows)
+    columns = {
+        "user_key": pa.array(active["user_key"], type=pa.string()),
+        "as_of": pa.array(np.full(n, int(as_of.timestamp() * 1_000_000), dtype=np.int64), type=utc_us),
+        "last_classification_at": pa.array(np.asarray(active["last_us"], dtype=np.int64), type=utc_us),
+        "n_classifications": pa.array(np.asarray(active["n_classifications"], dtype=np.int64), type=pa.int64()),
+    }
+    for j, horizon in enumerate(champion.horizons):
+        columns[f"p_continue_{horizon}m"] = pa.array(probabilities[:, j], type=pa.float64())
+    scored_at = int(dt.datetime.now(dt.timezone.utc).timestamp() * 1_000_000)
+    columns["model_name"] = pa.array([champion.name] * n, type=pa.string())
+    columns["model_version"] = pa.array(np.full(n, champion.version, dtype=np.int64), type=pa.int64())
+    columns["scored_at"] = pa.array(np.full(n, scored_at, dtype=np.int64), type=utc_us)
+    return pa.table(columns)
+
+
+def prediction_path(day: str) -> Path:
+    return paths().predictions / f"date={day}" / "predictions.parquet"
+
+
+def write_atomically(table, target: Path) -> None:
+    """Write beside `target`, fsync, then rename over it: readers see the old file or the new one."""
+    import pyarrow.parquet as pq
+
+    target.parent.mkdir(parents=True, exist_ok=True)
+    temporary = target.with_name(f".{target.name}.{uuid.uuid4().hex}.tmp")
+    try:
+        pq.write_table(table, temporary)
+        with open(temporary, "rb") as handle:
+            os.fsync(handle.fileno())
+        os.replace(temporary, target)
+    finally:
+        temporary.unlink(missing_ok=True)
+
+
+def probability_summary(table, horizons: list[int]) -> str:
+    quantiles = (0.05, 0.25, 0.5, 0.75, 0.95)
+    lines = ["| horizon | mean | " + " | ".join(f"q{int(q * 100)}" for q in quantiles) + " |"]
+    lines.append("| --- " * (len(quantiles) + 2) + "|")
+    for horizon in horizons:
+        values = table.column(f"p_continue_{horizon}m").to_numpy()
+        if len(values) == 0:
+            lines.append(f"| {horizon}m | - |" + " - |" * len(quantiles))
+            continue
+        qs = np.quantile(values, quantiles)
+        lines.append(f"| {horizon}m | {values.mean():.3f} | " + " | ".join(f"{q:.3f}" for q in qs) + " |")
+    return "\n".join(lines)
+
+
+@dg.asset(
+    partitions_def=daily_partitions,
+    deps=[dg.AssetKey("features"), dg.AssetKey("engagement_model")],
+    group_name="scoring",
+    kinds={"parquet", "mlflow", "pytorch"},
+    owners=["team:engagement"],
+    description=(
+        "Per-user predictions for one UTC day: for every volunteer active that day, the champion model's "
+        "probability of still working 10/20/30 minutes after their last classification. "
+        "$ENGAGEMENT_HOME/predictions/date=YYYY-MM-DD/predictions.parquet, replaced atomically."
+    ),
+    check_specs=[
+        dg.AssetCheckSpec("one_row_per_user", asset="user_predictions", description="user_key is unique in the file."),
+        dg.AssetCheckSpec(
+            "probabilities_in_unit_interval", asset="user_predictions", description="Every p_continue_* is within [0, 1]."
+        ),
+        dg.AssetCheckSpec(
+            "row_count_matches_active_users",
+            asset="user_predictions",
+            description="Rows equal the users with a classification that day, counted afresh from `classifications`.",
+        ),
+    ],
+)
+def user_predictions(
+    context: dg.AssetExecutionContext, config: ScoringConfig, warehouse: Warehouse, tracking: Tracking
+):
+    window = context.partition_time_window
+    day = context.partition_key
+    champion = load_champion(tracking)
+    context.log.info(f"Scoring {day} with {champion.name} v{champion.version}")
+
+    with warehouse.connect(log=context.log) as con:
+        matrix, active = read_day(con, window.start, window.end, champion.window)
+        active_users = con.execute(
+            "select count(distinct user_key) from classifications where created_at >= ? and created_at < ?",
+            [window.start, window.end],
+        ).fetchone()[0]
+    if matrix.feature_names != champion.feature_names:
+        raise ValueError(
+            f"The champion ({champion.name} v{champion.version}) was trained on features {champion.feature_names}, "
+            f"but the features table now has {matrix.feature_names}: materialize `engagement_model` again."
+        )
+
+    table = predictions_table(champion, matrix, active, window.end, config.batch_size)
+    target = prediction_path(day)
+    write_atomically(table, target)
+    context.log.info(f"{table.num_rows:,} users scored -> {target}")
+
+    import pyarrow.parquet as pq
+
+    written = pq.read_table(target)
+    keys = written.column("user_key").to_numpy(zero_copy_only=False)
+    probabilities = np.column_stack(
+        [written.column(f"p_continue_{h}m").to_numpy() for h in champion.horizons]
+    ) if written.num_rows else np.zeros((0, 1))
+    yield dg.MaterializeResult(
+        metadata={
+            "users_scored": table.num_rows,
+            "dagster/row_count": table.num_rows,
+            "model_version": champion.version,
+            "model_uri": f"models:/{champion.name}/{champion.version}",
+            "path": dg.MetadataValue.path(str(target)),
+            "probabilities": dg.MetadataValue.md(probability_summary(table, champion.horizons)),
+        }
+    )
+    yield dg.AssetCheckResult(
+        check_name="one_row_per_user",
+        passed=len(np.unique(keys)) == len(keys),
+        metadata={"rows": len(keys), "distinct_users": len(np.unique(keys))},
+    )
+    yield dg.AssetCheckResult(
+        check_name="probabilities_in_unit_interval",
+        passed=bool(np.all((probabilities >= 0) & (probabilities <= 1))),
+    )
+    yield dg.AssetCheckResult(
+        check_name="row_count_matches_active_users",
+        passed=written.num_rows == active_users,
+        metadata={"rows": written.num_rows, "active_users": active_users},
+    )
+
+
+nightly_scoring_job = dg.define_asset_job(
+    "nightly_scoring",
+    selection=dg.AssetSelection.assets(user_predictions),
+    description="Score the users active on one UTC day with the champion model.",
+)
+
+# Fires at 02:00 UTC and requests the partition of the last complete day.
+nightly_scoring_schedule = dg.build_schedule_from_partitioned_job(
+    nightly_scoring_job,
+    hour_of_day=2,
+    minute_of_hour=0,
+    name="nightly_scoring_schedule",
+    description="Every night at 02:00 UTC, score the previous (last complete) UTC day.",
+)
