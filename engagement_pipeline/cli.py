@@ -40,16 +40,19 @@ def prepare_dagster_home() -> Path:
     return home
 
 
-def _materialize(selection: str, partition_key: str | None = None) -> None:
+def _materialize(scoring: bool, partition_key: str | None = None) -> None:
+    """Materialize the scoring asset (for one partition) or every other asset, on the Dagster instance."""
     import dagster as dg
 
     from engagement_pipeline.definitions import defs
 
+    predictions = dg.AssetSelection.assets("user_predictions")
+    selection = predictions if scoring else dg.AssetSelection.all() - predictions
     job = defs.resolve_implicit_global_asset_job_def()
     with dg.DagsterInstance.get() as instance:
         result = job.execute_in_process(
             instance=instance,
-            asset_selection=list(dg.AssetSelection.from_string(selection).resolve(defs.resolve_asset_graph())),
+            asset_selection=list(selection.resolve(defs.resolve_asset_graph())),
             partition_key=partition_key,
             raise_on_error=False,
         )
@@ -76,11 +79,11 @@ def cmd_run(args) -> int:
     prepare_dagster_home()
     print(f"ENGAGEMENT_HOME={paths().home}")
     print("1/3 ingest, SQL models and training (every unpartitioned asset) ...", flush=True)
-    _materialize("not key:user_predictions")
+    _materialize(scoring=False)
     days = _days_to_score(args.score_days)
     for i, day in enumerate(days, 1):
         print(f"2/3 scoring {day} ({i}/{len(days)}) ...", flush=True)
-        _materialize("key:user_predictions", partition_key=day)
+        _materialize(scoring=True, partition_key=day)
     print(f"3/3 done. Predictions: {paths().predictions}")
     print("Next: `engagement dagster-ui` and `engagement mlflow-ui` to look around.")
     return 0
@@ -111,7 +114,7 @@ def cmd_score(args) -> int:
     day = start
     while day <= end:
         print(f"scoring {day} ...", flush=True)
-        _materialize("key:user_predictions", partition_key=day.isoformat())
+        _materialize(scoring=True, partition_key=day.isoformat())
         day += dt.timedelta(days=1)
     return 0
 
