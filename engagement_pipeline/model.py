@@ -1,0 +1,175 @@
+"""The engagement LSTM: raw windows of a volunteer's last K classifications in,
+probabilities of still working W minutes later out (one column per horizon).
+
+The module carries its own preprocessing (signed log1p, train-set mean/std,
+missing indicators) as buffers, so the logged MLflow model takes exactly what
+`windows.gather_windows` produces: float32 [B, K, F], NaN for missing values
+and all-NaN rows for left padding. Nothing has to be re-derived at scoring time.
+
+Shape of the network:
+
+    x [B, K, F] raw
+      -> preprocess: z = ((slog1p? x) - mean) / std, NaN -> 0, + missing indicators
+         padding rows (all NaN) -> all-zero input with is_real = 0
+      -> 2-layer LSTM over the K steps; the last step is always the current
+         classification (padding is on the left), so its output summarizes the history
+      -> logits = linear(z_current) + head([lstm_out_last, z_current]): a
+         logistic regression on the current row (the "wide" skip) plus what the
+         history adds; the LSTM only has to learn the residual, which keeps it
+         from overfitting sessions it has memorized
+      -> forward() returns sigmoid(logits) = P(continue), [B, H]
+
+Only torch and numpy: importing this module is what makes torch load, so
+nothing imported by definitions.py imports it at top level.
+"""
+
+from __future__ import annotations
+
+import warnings
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from torch import nn
+
+
+@dataclass(frozen=True)
+class Scaling:
+    """Train-set preprocessing statistics, one entry per feature (raw column order).
+
+    `log_transform[j]` says feature j goes through sign(x) * log1p(|x|) before
+    standardizing: heavy-tailed counts and durations otherwise let a few huge
+    values dominate the mean/std.
+    """
+
+    log_transform: np.ndarray  # bool [F]
+    mean: np.ndarray  # float32 [F], after the optional log
+    std: np.ndarray  # float32 [F], after the optional log, never 0
+
+    def to_json(self, feature_names: list[str]) -> dict:
+        return {
+            name: {"signed_log1p": bool(lg), "mean": float(m), "std": float(s)}
+            for name, lg, m, s in zip(feature_names, self.log_transform, self.mean, self.std)
+        }
+
+
+def signed_log1p(x: np.ndarray) -> np.ndarray:
+    return np.sign(x) * np.log1p(np.abs(x))
+
+
+def fit_scaling(X: np.ndarray, skew_threshold: float = 2.0) -> Scaling:
+    """Fit the scaling on training rows X [N, F] (NaN = missing), column-wise and vectorized.
+
+    A feature is log-transformed when it spans more than 1 (so not a flag or a
+    fraction) and its absolute skewness exceeds `skew_threshold`: this catches
+    counts and gaps in seconds while leaving symmetric features alone. A column
+    with no observed value gets mean 0 and std 1 (it then only feeds its
+    missing indicator).
+    """
+    X = np.asarray(X, dtype=np.float64)
+    with warnings.catch_warnings(), np.errstate(invalid="ignore", divide="ignore"):
+        warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN columns: handled by nan_to_num
+        mean, std = np.nanmean(X, axis=0), np.nanstd(X, axis=0)
+        skew = np.nanmean(((X - mean) / std) ** 3, axis=0)
+        spread = np.nanmax(X, axis=0) - np.nanmin(X, axis=0)
+        log_transform = (np.nan_to_num(np.abs(skew)) > skew_threshold) & (np.nan_to_num(spread) > 1)
+        Z = np.where(log_transform, signed_log1p(X), X)
+        mean, std = np.nan_to_num(np.nanmean(Z, axis=0)), np.nan_to_num(np.nanstd(Z, axis=0))
+    std = np.where(std > 1e-6, std, 1.0)
+    return Scaling(log_transform, mean.astype(np.float32), std.astype(np.float32))
+
+
+def preprocess_tabular(X: np.ndarray, scaling: Scaling) -> np.ndarray:
+    """The model's preprocessing for a flat [N, F] matrix (used by the linear and forest baselines).
+
+    Returns float32 [N, 2F]: scaled features with NaN -> 0, then missing indicators.
+    """
+    missing = np.isnan(X)
+    Z = np.where(scaling.log_transform, signed_log1p(X), X)
+    Z = (Z - scaling.mean) / scaling.std
+    Z = np.where(missing, 0.0, Z)
+    return np.concatenate([Z, missing], axis=1).astype(np.float32)
+
+
+class EngagementLSTM(nn.Module):
+    """Two-layer LSTM over the last K classifications, with a skip from the current row to the head."""
+
+    def __init__(
+        self,
+        n_features: int,
+        n_horizons: int,
+        scaling: Scaling,
+        hidden_size: int = 64,
+        num_layers: int = 2,
+        dropout: float = 0.2,
+    ):
+        super().__init__()
+        self.register_buffer("log_transform", torch.as_tensor(scaling.log_transform, dtype=torch.bool))
+        self.register_buffer("mean", torch.as_tensor(scaling.mean, dtype=torch.float32))
+        self.register_buffer("std", torch.as_tensor(scaling.std, dtype=torch.float32))
+        step_size = 2 * n_features + 1  # scaled values, missing indicators, is_real
+        self.lstm = nn.LSTM(
+            step_size, hidden_size, num_layers=num_layers, batch_first=True, dropout=dropout if num_layers > 1 else 0.0
+        )
+        self.linear = nn.Linear(step_size, n_horizons)  # the "wide" part: logistic regression on the current row
+        self.head = nn.Sequential(
+            nn.Dropout(dropout),
+            nn.Linear(hidden_size + step_size, hidden_size),
+            nn.GELU(),
+            nn.Dropout(dropout),
+            nn.Linear(hidden_size, n_horizons),
+        )
+        # Start as the logistic regression alone: the history path begins at 0
+        # and grows only as far as it lowers the loss (and early stopping allows).
+        nn.init.zeros_(self.head[-1].weight)
+        nn.init.zeros_(self.head[-1].bias)
+
+    def preprocess(self, x: torch.Tensor) -> torch.Tensor:
+        """[B, K, F] raw -> [B, K, 2F+1]; padding rows (all NaN) become all zeros."""
+        missing = torch.isnan(x)
+        is_real = ~missing.all(dim=-1, keepdim=True)
+        z = torch.where(self.log_transform, torch.sign(x) * torch.log1p(torch.abs(x)), x)
+        z = torch.nan_to_num((z - self.mean) / self.std, nan=0.0)
+        step = torch.cat([z, missing.to(z.dtype), is_real.to(z.dtype)], dim=-1)
+        return step * is_real.to(z.dtype)
+
+    def logits(self, x: torch.Tensor) -> torch.Tensor:
+        steps = self.preprocess(x)
+        out, _ = self.lstm(steps)
+        current = steps[:, -1]
+        return self.linear(current) + self.head(torch.cat([out[:, -1], current], dim=-1))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Probabilities of continuing, [B, H], columns in horizon order."""
+        return torch.sigmoid(self.logits(x))
+
+
+def fit_wide(model: EngagementLSTM, current: torch.Tensor, targets: torch.Tensor, l2: float = 1e-4) -> float:
+    """Fit the linear path alone, to convergence, on training rows' current features (raw [N, F]).
+
+    Full-batch L-BFGS with an L2 penalty: the same problem as the logistic
+    baseline, solved as well. The LSTM then starts from that model and can only
+    add what the history is worth on validation (early stopping sees this
+    starting point too). Returns the final training loss (without the penalty).
+    """
+    steps = model.preprocess(current[:, None, :])[:, 0].detach()
+    optimizer = torch.optim.LBFGS(model.linear.parameters(), lr=1.0, max_iter=200, line_search_fn="strong_wolfe")
+
+    def closure():
+        optimizer.zero_grad()
+        loss = masked_bce(model.linear(steps), targets) + l2 * model.linear.weight.pow(2).sum()
+        loss.backward()
+        return loss
+
+    optimizer.step(closure)  # returns the loss at the *start*; report the end
+    with torch.no_grad():
+        return float(masked_bce(model.linear(steps), targets))
+
+
+def masked_bce(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """Mean BCE-with-logits over the known labels only; NaN targets (censored or purged) count for nothing."""
+    known = ~torch.isnan(targets)
+    losses = nn.functional.binary_cross_entropy_with_logits(
+        logits, torch.nan_to_num(targets, nan=0.0), reduction="none"
+    )
+    return (losses * known).sum() / known.sum().clamp(min=1)

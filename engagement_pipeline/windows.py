@@ -1,0 +1,133 @@
+"""Per-classification feature matrix -> windows of a volunteer's last K classifications.
+
+One implementation shared by training and scoring, so both see exactly the
+same inputs. The matrix keeps one row per classification, ordered by
+(user_key, created_at, classification_id) so that a user's history is a
+contiguous block; a window is then just "this row index minus 0..K-1", masked
+where it would run into the previous user's block. Windows are gathered per
+batch with numpy fancy indexing; an N x K x F array is never built.
+
+The feature list lives in one place: the columns of the `features` table after
+(classification_id, user_key, created_at), in table order.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+FEATURES_TABLE = "features"
+KEY_COLUMNS = ("classification_id", "user_key", "created_at")
+
+
+@dataclass(frozen=True)
+class FeatureMatrix:
+    """The `features` table in user-history order.
+
+    `user_start[i]` is the row index of the first row of row i's user, which
+    is both the window boundary and a cheap integer id for the user.
+    """
+
+    classification_id: np.ndarray  # int64 [N]
+    user_key: np.ndarray  # object (str) [N]
+    created_at: np.ndarray  # int64 [N], microseconds since the epoch (UTC)
+    X: np.ndarray  # float32 [N, F], raw values, NaN = missing
+    feature_names: list[str]
+    user_start: np.ndarray  # int64 [N]
+
+    def __len__(self) -> int:
+        return len(self.classification_id)
+
+    @property
+    def position_in_user(self) -> np.ndarray:
+        """How many earlier classifications of the same user the matrix holds (0 for a user's first)."""
+        return np.arange(len(self), dtype=np.int64) - self.user_start
+
+
+def quote_identifier(name: str) -> str:
+    """Double-quote a column name read from the catalog (identifiers cannot be `?` parameters)."""
+    return '"' + name.replace('"', '""') + '"'
+
+
+def feature_names(con, table: str = FEATURES_TABLE) -> list[str]:
+    """The model inputs: every column of `table` after the key columns, in table order."""
+    rows = con.execute(
+        """
+        select column_name from information_schema.columns
+        where table_name = ? and table_schema = current_schema()
+        order by ordinal_position
+        """,
+        [table],
+    ).fetchall()
+    names = [name for (name,) in rows]
+    if not names:
+        raise LookupError(f"table {table!r} not found: materialize the `features` asset first")
+    if tuple(names[: len(KEY_COLUMNS)]) != KEY_COLUMNS:
+        raise ValueError(f"{table} must start with {KEY_COLUMNS}, found {names[:3]}")
+    return names[len(KEY_COLUMNS) :]
+
+
+def ordered_features_sql(names: list[str], where_sql: str = "", table: str = FEATURES_TABLE) -> str:
+    """The SELECT of the matrix; `where_sql` is a trusted fragment written by this project's code."""
+    values = ", ".join(f"cast({quote_identifier(n)} as float) as {quote_identifier(n)}" for n in names)
+    where = f"where {where_sql}" if where_sql else ""
+    return f"""
+        select classification_id, user_key, epoch_us(created_at) as created_us, {values}
+        from {table} {where}
+        order by user_key, created_at, classification_id
+    """
+
+
+def load_feature_matrix(con, where_sql: str = "", params: list | None = None) -> FeatureMatrix:
+    """Read `features` (optionally restricted by `where_sql` with `?` params) into a FeatureMatrix.
+
+    Arrow -> numpy column by column: NULLs become NaN, no Python loop over rows.
+    (`con.sql(...).to_arrow_table()` rather than `execute`: duckdb 2 warns that
+    Arrow output of a DB-API result costs an extra copy of the rows.)
+    """
+    names = feature_names(con)
+    table = con.sql(ordered_features_sql(names, where_sql), params=params or []).to_arrow_table()
+    n = table.num_rows
+    X = np.empty((n, len(names)), dtype=np.float32)
+    for j, name in enumerate(names):
+        X[:, j] = table.column(name).to_numpy()
+    user_key = table.column("user_key").to_numpy()
+    return FeatureMatrix(
+        classification_id=table.column("classification_id").to_numpy().astype(np.int64, copy=False),
+        user_key=user_key,
+        created_at=table.column("created_us").to_numpy().astype(np.int64, copy=False),
+        X=X,
+        feature_names=names,
+        user_start=user_starts(user_key),
+    )
+
+
+def user_starts(user_key: np.ndarray) -> np.ndarray:
+    """For rows sorted by user, the index of each row's user's first row."""
+    n = len(user_key)
+    if n == 0:
+        return np.zeros(0, dtype=np.int64)
+    first = np.ones(n, dtype=bool)
+    first[1:] = user_key[1:] != user_key[:-1]
+    return np.maximum.accumulate(np.where(first, np.arange(n, dtype=np.int64), 0))
+
+
+def window_indices(user_start: np.ndarray, rows: np.ndarray, window: int) -> tuple[np.ndarray, np.ndarray]:
+    """Row indices [B, K] of each window (oldest first, `rows` last) and the mask of real (same-user) steps."""
+    rows = np.asarray(rows, dtype=np.int64)
+    idx = rows[:, None] - np.arange(window - 1, -1, -1, dtype=np.int64)[None, :]
+    real = idx >= user_start[rows][:, None]
+    return np.where(real, idx, rows[:, None]), real
+
+
+def gather_windows(matrix: FeatureMatrix, rows: np.ndarray, window: int) -> np.ndarray:
+    """float32 [B, K, F]: the last `window` classifications of each row's user, up to and including it.
+
+    Left-padded with all-NaN rows where the user has fewer than `window`
+    classifications so far; the last step is always the row itself.
+    """
+    idx, real = window_indices(matrix.user_start, rows, window)
+    out = matrix.X[idx]
+    out[~real] = np.nan
+    return out

@@ -1,0 +1,344 @@
+"""training.py and model.py: split honesty, metrics, training, MLflow logging, registry and promotion.
+
+Real components throughout: synthetic `features`/`labels` in a DuckDB file,
+an MLflow sqlite store under the test's ENGAGEMENT_HOME, Dagster's
+`materialize`, and a fresh Python process to load the registered model.
+"""
+
+import json
+import subprocess
+import sys
+import textwrap
+from dataclasses import replace
+
+import dagster as dg
+import duckdb
+import numpy as np
+import pytest
+from sklearn.metrics import average_precision_score, brier_score_loss, log_loss, roc_auc_score
+
+from engagement_pipeline.resources import CHAMPION_ALIAS, REGISTERED_MODEL_NAME, Tracking, Warehouse
+from engagement_pipeline.training import (
+    BASELINES,
+    LABEL_LOOKAHEAD_HORIZONS,
+    MICROS_PER_MINUTE,
+    TrainingConfig,
+    binary_metrics,
+    champion_predictions,
+    engagement_model,
+    evaluate,
+    expected_calibration_error,
+    load_dataset,
+    load_labels,
+    promote,
+    promotion_rule,
+    run_training,
+    stop_precision_at,
+    time_split,
+    train_lstm,
+)
+from engagement_pipeline.windows import gather_windows
+from engagement_pipeline_tests.training_fixtures import HORIZONS, make_warehouse
+
+TINY = dict(epochs=2, patience=2, hidden_size=16, batch_size=128, max_val_examples=2_000, window=8)
+
+
+@pytest.fixture
+def synthetic_db(tmp_path):
+    return make_warehouse(tmp_path / "warehouse.duckdb", n_rows=3_000, seed=1)
+
+
+@pytest.fixture
+def dataset(synthetic_db):
+    with duckdb.connect(str(synthetic_db), read_only=True) as con:
+        con.execute("SET TimeZone = 'UTC'")
+        return load_dataset(con)
+
+
+# --------------------------------------------------------------------------- data and split
+
+
+def test_labels_are_pivoted_in_horizon_order_with_nan_for_censored():
+    con = duckdb.connect()
+    con.execute(
+        """
+        create table labels as select * from (values
+            (7, 30, false), (7, 10, true), (5, 10, false), (9, 20, true)
+        ) t(classification_id, horizon_minutes, continues)
+        """
+    )
+    horizons, labels = load_labels(con, np.array([9, 5, 8, 7], dtype=np.int64))
+    assert horizons == [10, 20, 30]
+    np.testing.assert_array_equal(
+        labels,
+        np.array([[np.nan, 1, np.nan], [0, np.nan, np.nan], [np.nan] * 3, [1, np.nan, 0]], dtype=np.float32),
+    )
+
+
+def test_time_split_purges_labels_that_see_into_the_next_period():
+    minute = MICROS_PER_MINUTE
+    created = np.arange(0, 1000, dtype=np.int64) * minute  # one labelled row a minute
+    horizons = [10, 30]
+    labels = np.ones((len(created), 2), dtype=np.float32)
+    split = time_split(created, labels, horizons, 0.7, 0.15)
+    lookahead = LABEL_LOOKAHEAD_HORIZONS * np.array(horizons) * minute
+
+    for rows, boundary in ((split.train, split.val_start_us), (split.val, split.test_start_us)):
+        kept = ~np.isnan(split.labels[rows])
+        # no kept label reaches past the boundary ...
+        assert not ((created[rows][:, None] + lookahead > boundary) & kept).any()
+        # ... and every label that does not reach it is kept
+        assert (kept | (created[rows][:, None] + lookahead > boundary)).all()
+    # the 30-minute label is purged earlier than the 10-minute one, row by row
+    last_train = split.train[-1]
+    assert np.isnan(split.labels[last_train, 1]) and not np.isnan(split.labels[last_train, 0])
+    # periods are in time order and disjoint; test labels are untouched
+    assert created[split.train].max() < split.val_start_us <= created[split.val].min()
+    assert created[split.val].max() < split.test_start_us <= created[split.test].min()
+    assert not np.isnan(split.labels[split.test]).any()
+    # a train row whose every label was purged is not a training example
+    assert not np.isnan(split.labels[split.train]).all(axis=1).any()
+
+
+def test_time_split_quantiles_ignore_unlabelled_rows():
+    created = np.arange(200, dtype=np.int64) * MICROS_PER_MINUTE * 1000
+    labels = np.full((200, 1), np.nan, dtype=np.float32)
+    labels[100:] = 1.0  # only the later half is labelled
+    split = time_split(created, labels, [10], 0.5, 0.25)
+    assert split.val_start_us >= created[100]
+
+
+# --------------------------------------------------------------------------- metrics
+
+
+def test_binary_metrics_match_scikit_learn():
+    rng = np.random.default_rng(3)
+    y = rng.integers(0, 2, 400).astype(np.float32)
+    p = np.clip(0.3 * y + rng.uniform(0, 0.7, 400), 0.01, 0.99)
+    got = binary_metrics(y, p)
+    assert got["roc_auc"] == pytest.approx(roc_auc_score(y, p))
+    assert got["pr_auc"] == pytest.approx(average_precision_score(y, p))
+    assert got["brier"] == pytest.approx(brier_score_loss(y, p))
+    assert got["log_loss"] == pytest.approx(log_loss(y, p))
+
+
+def test_expected_calibration_error_by_hand():
+    # bin [0.1, 0.2): predicted 0.1 and 0.1, observed 0 and 1 -> |0.2 - 1| = 0.8 over 4 examples
+    # bin [0.9, 1.0]: predicted 0.9 and 0.9, observed 1 and 1 -> |1.8 - 2| = 0.2
+    y = np.array([0, 1, 1, 1], dtype=float)
+    p = np.array([0.1, 0.1, 0.9, 0.9])
+    assert expected_calibration_error(y, p) == pytest.approx((0.8 + 0.2) / 4)
+    assert expected_calibration_error(np.array([0, 1.0]), np.array([0.0, 1.0])) == 0.0
+
+
+def test_stop_precision_ranks_by_lowest_probability_of_continuing():
+    y = np.array([0, 1, 0, 1, 1, 1, 1, 1, 1, 1], dtype=float)  # two stop
+    p = np.array([0.05, 0.10, 0.20, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9])
+    assert stop_precision_at(y, p, 0.1) == 1.0  # the single most likely to stop did stop
+    assert stop_precision_at(y, p, 0.3) == pytest.approx(2 / 3)
+
+
+def test_evaluate_names_every_model_and_horizon_under_the_contract():
+    rng = np.random.default_rng(0)
+    y = rng.integers(0, 2, (200, 2)).astype(np.float32)
+    y[:10, 1] = np.nan  # censored rows are left out of that horizon only
+    predictions = {name: rng.uniform(size=(200, 2)) for name in ("lstm", *BASELINES)}
+    metrics = evaluate(predictions, y, [10, 20], np.arange(200), np.arange(200) % 3 == 0)
+    for prefix in ("", "gbdt_", "random_forest_", "logistic_", "base_rate_"):
+        for w in (10, 20):
+            for name in ("roc_auc", "pr_auc", "brier"):
+                assert f"{prefix}test_{name}_{w}m" in metrics
+    known = ~np.isnan(y[:, 1])
+    assert metrics["test_roc_auc_20m"] == pytest.approx(roc_auc_score(y[known, 1], predictions["lstm"][known, 1]))
+    new = np.arange(200) % 3 == 0
+    assert metrics["gbdt_test_roc_auc_new_users_10m"] == pytest.approx(
+        roc_auc_score(y[new, 0], predictions["gbdt"][new, 0])
+    )
+
+
+# --------------------------------------------------------------------------- model and training
+
+
+def test_model_masks_padding_and_ignores_missing_values():
+    import torch
+
+    from engagement_pipeline.model import EngagementLSTM, fit_scaling
+
+    torch.manual_seed(0)
+    X = np.random.default_rng(0).lognormal(size=(500, 3)).astype(np.float32)
+    model = EngagementLSTM(3, 2, fit_scaling(X), hidden_size=8).eval()
+    window = torch.from_numpy(X[:4][None].copy())
+    window[0, 0] = float("nan")  # a padding row
+    window[0, 2, 1] = float("nan")  # a missing value
+    with torch.no_grad():
+        p = model(window)
+        steps = model.preprocess(window)
+    assert p.shape == (1, 2) and torch.isfinite(p).all() and ((p > 0) & (p < 1)).all()
+    assert (steps[0, 0] == 0).all()  # padding feeds nothing, not even its missing indicators
+    assert steps[0, 2, 3 + 1] == 1 and steps[0, 2, 1] == 0  # missing: indicator on, value at the mean
+
+
+def test_scaling_log_transforms_heavy_tails_only():
+    from engagement_pipeline.model import fit_scaling
+
+    rng = np.random.default_rng(0)
+    X = np.stack([rng.lognormal(0, 2, 5000), rng.normal(size=5000), rng.integers(0, 2, 5000)], axis=1)
+    X[:100, 1] = np.nan
+    scaling = fit_scaling(X)
+    assert scaling.log_transform.tolist() == [True, False, False]
+    assert scaling.mean[1] == pytest.approx(np.nanmean(X[:, 1]), abs=1e-5)
+
+
+def test_training_is_deterministic_and_keeps_the_best_validation_epoch(dataset):
+    import torch
+
+    from engagement_pipeline.model import fit_scaling, masked_bce
+    from engagement_pipeline.training import predict
+
+    config = TrainingConfig(**{**TINY, "epochs": 2, "patience": 2})
+    split = time_split(dataset.matrix.created_at, dataset.labels, dataset.horizons, 0.7, 0.15)
+    scaling = fit_scaling(dataset.matrix.X[split.train])
+    model, first = train_lstm(dataset.matrix, split, scaling, len(dataset.horizons), config)
+    _, second = train_lstm(dataset.matrix, split, scaling, len(dataset.horizons), config)
+    assert [r["val_loss"] for r in first] == [r["val_loss"] for r in second]
+    assert [r["epoch"] for r in first] == [0, 1, 2]  # epoch 0: the linear start
+    # the returned model is the best epoch on validation (all of it: max_val_examples > its size)
+    p_val = predict(model, dataset.matrix, split.val, config.window, "cpu")
+    logits = torch.logit(torch.from_numpy(p_val).clamp(1e-6, 1 - 1e-6))
+    val_loss = masked_bce(logits, torch.from_numpy(split.labels[split.val])).item()
+    assert val_loss == pytest.approx(min(r["val_loss"] for r in first), rel=1e-5)
+    assert max(r["val_roc_auc_0"] for r in first) > 0.55  # the synthetic data is learnable
+
+
+def test_linear_start_matches_scikit_learn_logistic_regression(dataset):
+    import torch
+    from sklearn.linear_model import LogisticRegression
+
+    from engagement_pipeline.model import EngagementLSTM, fit_scaling, fit_wide, preprocess_tabular
+
+    X, y = dataset.matrix.X, dataset.labels[:, 0]
+    known = ~np.isnan(y)
+    scaling = fit_scaling(X[known])
+    model = EngagementLSTM(X.shape[1], 1, scaling, hidden_size=8).eval()
+    fit_wide(model, torch.from_numpy(X[known]), torch.from_numpy(y[known, None]), l2=0.0)
+    with torch.no_grad():
+        p_torch = model(torch.from_numpy(X[known][:, None, :]))[:, 0].numpy()
+    tabular = preprocess_tabular(X[known], scaling)
+    p_sklearn = LogisticRegression(C=1e6, max_iter=5000).fit(tabular, y[known]).predict_proba(tabular)[:, 1]
+    assert roc_auc_score(y[known], p_torch) == pytest.approx(roc_auc_score(y[known], p_sklearn), abs=2e-3)
+    assert log_loss(y[known], p_torch) == pytest.approx(log_loss(y[known], p_sklearn), abs=2e-3)
+
+
+# --------------------------------------------------------------------------- MLflow, registry, promotion
+
+
+def constant_model(n_features: int, n_horizons: int):
+    """An LSTM whose head outputs 0 logits: P = 0.5 everywhere, a model that cannot rank anything."""
+    import torch
+
+    from engagement_pipeline.model import EngagementLSTM, fit_scaling
+
+    model = EngagementLSTM(n_features, n_horizons, fit_scaling(np.zeros((2, n_features))), hidden_size=8)
+    with torch.no_grad():
+        model.head[-1].weight.zero_()
+        model.head[-1].bias.zero_()
+    return model.eval()
+
+
+def test_run_training_logs_registers_and_promotes_only_a_model_at_least_as_good(dataset, tmp_path):
+    import mlflow
+
+    tracking = Tracking()
+    config = TrainingConfig(**TINY)
+    result = run_training(dataset, config, tracking)
+    client = tracking.client()
+
+    # the run: contract metrics for every model and horizon, per-epoch curves, artifacts
+    run = client.get_run(result.run_id)
+    for prefix in ("", "gbdt_", "random_forest_", "logistic_", "base_rate_"):
+        for w in HORIZONS:
+            for name in ("roc_auc", "pr_auc", "brier"):
+                assert f"{prefix}test_{name}_{w}m" in run.data.metrics
+    assert len(client.get_metric_history(result.run_id, "val_loss")) == len(result.history)
+    artifacts = {a.path for a in client.list_artifacts(result.run_id)}
+    assert {"roc.png", "pr.png", "calibration.png", "metrics.csv", "metrics.md", "features.json", "model_card.md"} <= artifacts
+    assert run.data.params["window"] == str(config.window)
+
+    # the first version is champion, tagged so scoring can check compatibility
+    champion = client.get_model_version_by_alias(REGISTERED_MODEL_NAME, CHAMPION_ALIAS)
+    assert str(champion.version) == result.version == "1" and result.promotion.promoted
+    assert json.loads(champion.tags["feature_names"]) == dataset.matrix.feature_names
+    assert json.loads(champion.tags["horizons"]) == dataset.horizons
+    assert int(champion.tags["window"]) == config.window
+
+    # a worse model (constant 0.5) is registered but never becomes champion
+    matrix = dataset.matrix
+    split = time_split(matrix.created_at, dataset.labels, dataset.horizons, 0.7, 0.15)
+    test_rows, y_test = split.test, split.labels[split.test]
+    bad = constant_model(len(matrix.feature_names), len(dataset.horizons))
+    with mlflow.start_run():
+        info = mlflow.pytorch.log_model(bad, name="model", serialization_format="pickle")
+    bad_version = str(mlflow.register_model(info.model_uri, REGISTERED_MODEL_NAME, tags=champion.tags).version)
+    p_bad = np.full(y_test.shape, 0.5, dtype=np.float32)
+    decision = promote(client, REGISTERED_MODEL_NAME, bad_version, matrix, test_rows, y_test, p_bad, dataset.horizons)
+    assert not decision.promoted
+    assert decision.champion_score == pytest.approx(result.promotion.new_score)  # champion re-scored on the same rows
+    assert str(client.get_model_version_by_alias(REGISTERED_MODEL_NAME, CHAMPION_ALIAS).version) == "1"
+
+    # an equally good model (the champion's own predictions) does take the alias
+    champion_version, p_champion, columns, _ = champion_predictions(
+        client, REGISTERED_MODEL_NAME, matrix, test_rows, dataset.horizons
+    )
+    assert champion_version == "1" and columns == [0, 1, 2]
+    np.testing.assert_allclose(p_champion, result.test_predictions, rtol=1e-5, atol=1e-6)
+    same = mlflow.register_model(champion.source, REGISTERED_MODEL_NAME, tags=champion.tags)
+    decision = promote(client, REGISTERED_MODEL_NAME, str(same.version), matrix, test_rows, y_test, p_champion, dataset.horizons)
+    assert decision.promoted
+    assert str(client.get_model_version_by_alias(REGISTERED_MODEL_NAME, CHAMPION_ALIAS).version) == str(same.version)
+
+    # a champion whose features this data lacks cannot be re-scored, and says so
+    renamed = replace(matrix, feature_names=[f"other_{n}" for n in matrix.feature_names])
+    version, p, _, note = champion_predictions(client, REGISTERED_MODEL_NAME, renamed, test_rows, dataset.horizons)
+    assert p is None and "cannot be evaluated" in note
+
+    # the champion loads through pyfunc in a fresh process and predicts what the trained model predicts
+    windows = gather_windows(matrix, test_rows[:5], config.window)
+    np.save(tmp_path / "windows.npy", windows)
+    script = textwrap.dedent(
+        f"""
+        import numpy as np, mlflow
+        mlflow.set_tracking_uri({tracking.uri()!r})
+        model = mlflow.pyfunc.load_model("models:/{REGISTERED_MODEL_NAME}@{CHAMPION_ALIAS}")
+        np.save({str(tmp_path / "out.npy")!r}, model.predict(np.load({str(tmp_path / "windows.npy")!r})))
+        np.save({str(tmp_path / "one.npy")!r}, model.predict(np.load({str(tmp_path / "windows.npy")!r})[:1]))
+        """
+    )
+    subprocess.run([sys.executable, "-c", script], check=True, cwd=tmp_path, timeout=120)
+    expected = result.test_predictions[:5]
+    np.testing.assert_allclose(np.load(tmp_path / "out.npy"), expected, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(np.load(tmp_path / "one.npy"), expected[:1], rtol=1e-5, atol=1e-6)
+
+
+def test_promotion_rule():
+    assert promotion_rule(0.6, None)  # first model
+    assert promotion_rule(0.7, 0.7)  # at least as good
+    assert not promotion_rule(0.69, 0.7)
+    assert promotion_rule(0.5, float("nan"))  # a champion that could not be scored
+
+
+def test_engagement_model_asset_materializes_with_metadata(synthetic_db):
+    result = dg.materialize(
+        [engagement_model],
+        resources={"warehouse": Warehouse(database=str(synthetic_db), threads=2), "tracking": Tracking()},
+        run_config=dg.RunConfig({"engagement_model": TrainingConfig(**{**TINY, "epochs": 1})}),
+    )
+    assert result.success
+    metadata = result.asset_materializations_for_node("engagement_model")[0].metadata
+    assert metadata["registered_version"].value == "1"
+    assert metadata["promoted"].value is True
+    assert "/runs/" in metadata["mlflow_run"].value
+    assert "gbdt" in metadata["comparison"].value
+    assert metadata["roc_curves"].value.startswith("![roc](data:image/png;base64,")
+    # the warehouse was released: another connection can take the lock right away
+    with Warehouse(database=str(synthetic_db), lock_timeout_s=1).connect() as con:
+        assert con.execute("select count(*) from labels").fetchone()[0] > 0
