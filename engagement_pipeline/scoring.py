@@ -14,6 +14,7 @@ previous file in place.
 import datetime as dt
 import os
 import uuid
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -38,15 +39,25 @@ class ScoringConfig(dg.Config):
 
 
 @dataclass(frozen=True)
-class Champion:
-    """The model that scores, and what it expects."""
+class ChampionVersion:
+    """The registered version that scores, and what it expects (from its tags)."""
 
     name: str
     version: int
-    model: object  # mlflow.pyfunc.PyFuncModel
     horizons: list[int]
     window: int
     feature_names: list[str]
+
+    @property
+    def uri(self) -> str:
+        return f"models:/{self.name}/{self.version}"
+
+
+@dataclass(frozen=True)
+class Champion(ChampionVersion):
+    """A champion version with its model loaded through mlflow.pyfunc."""
+
+    model: object = None  # mlflow.pyfunc.PyFuncModel
 
     def predict(self, windows: np.ndarray) -> np.ndarray:
         return np.asarray(self.model.predict(windows), dtype=np.float64).reshape(len(windows), len(self.horizons))
@@ -56,10 +67,10 @@ class NoChampionError(RuntimeError):
     pass
 
 
-def load_champion(tracking: Tracking) -> Champion:
+def find_champion(tracking: Tracking) -> ChampionVersion:
+    """The version the `champion` alias points at; a clear error when there is none yet."""
     import json
 
-    import mlflow
     from mlflow.exceptions import MlflowException
 
     client = tracking.client()
@@ -71,15 +82,24 @@ def load_champion(tracking: Tracking) -> Champion:
             f"No `{CHAMPION_ALIAS}` version of the registered model `{name}` in {tracking.uri()}: "
             "materialize the `engagement_model` asset first (it trains, registers and promotes a model)."
         ) from None
-    model = mlflow.pyfunc.load_model(f"models:/{name}@{CHAMPION_ALIAS}")
-    return Champion(
+    return ChampionVersion(
         name=name,
         version=int(version.version),
-        model=model,
         horizons=[int(h) for h in json.loads(version.tags["horizons"])],
         window=int(version.tags["window"]),
         feature_names=list(json.loads(version.tags["feature_names"])),
     )
+
+
+def load_model(version: ChampionVersion) -> Champion:
+    """Load the version through mlflow.pyfunc, pinned by number (the alias may move meanwhile)."""
+    import mlflow.pyfunc
+
+    return Champion(**vars(version), model=mlflow.pyfunc.load_model(version.uri))
+
+
+def load_champion(tracking: Tracking) -> Champion:
+    return load_model(find_champion(tracking))
 
 
 def read_day(con, day_start: dt.datetime, day_end: dt.datetime, window: int) -> tuple[FeatureMatrix, dict[str, np.ndarray]]:
@@ -181,12 +201,36 @@ def probability_summary(table, horizons: list[int]) -> str:
     return "\n".join(lines)
 
 
+_UTC = "timestamp[us, tz=UTC]"
+# The UI's column schema of one day's file (CONTRACT.md, "Output: predictions"), for the default horizons.
+PREDICTIONS_SCHEMA = dg.TableSchema(
+    columns=[
+        dg.TableColumn("user_key", "string", description="the volunteer (user_id, or a salted hash of user_name)"),
+        dg.TableColumn("as_of", _UTC, description="the end of the partition day"),
+        dg.TableColumn("last_classification_at", _UTC, description="the user's last classification on or before as_of"),
+        dg.TableColumn("n_classifications", "int64", description="the user's classifications on that day"),
+        *(
+            dg.TableColumn(
+                f"p_continue_{minutes}m",
+                "double",
+                description=f"P(still classifying {minutes} minutes after last_classification_at), one column per horizon",
+            )
+            for minutes in (10, 20, 30)
+        ),
+        dg.TableColumn("model_name", "string", description="registered model that scored (engagement-lstm)"),
+        dg.TableColumn("model_version", "int64", description="its version: the champion at scoring time"),
+        dg.TableColumn("scored_at", _UTC),
+    ]
+)
+
+
 @dg.asset(
     partitions_def=daily_partitions,
     deps=[dg.AssetKey("features"), dg.AssetKey("engagement_model")],
     group_name="scoring",
     kinds={"parquet", "mlflow", "pytorch"},
     owners=["team:engagement"],
+    metadata={"dagster/column_schema": PREDICTIONS_SCHEMA},
     description=(
         "Per-user predictions for one UTC day: for every volunteer active that day, the champion model's "
         "probability of still working 10/20/30 minutes after their last classification. "
@@ -209,15 +253,19 @@ def user_predictions(
 ):
     window = context.partition_time_window
     day = context.partition_key
-    champion = load_champion(tracking)
-    context.log.info(f"Scoring {day} with {champion.name} v{champion.version}")
+    version = find_champion(tracking)
+    context.log.info(f"Scoring {day} with {version.name} v{version.version}")
 
-    with warehouse.connect(log=context.log) as con:
-        matrix, active = read_day(con, window.start, window.end, champion.window)
-        active_users = con.execute(
-            "select count(distinct user_key) from classifications where created_at >= ? and created_at < ?",
-            [window.start, window.end],
-        ).fetchone()[0]
+    # The model loads (seconds) in a thread while DuckDB reads the day (both release the GIL).
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        loading = pool.submit(load_model, version)
+        with warehouse.connect(log=context.log) as con:
+            matrix, active = read_day(con, window.start, window.end, version.window)
+            active_users = con.execute(
+                "select count(distinct user_key) from classifications where created_at >= ? and created_at < ?",
+                [window.start, window.end],
+            ).fetchone()[0]
+        champion = loading.result()
     if matrix.feature_names != champion.feature_names:
         raise ValueError(
             f"The champion ({champion.name} v{champion.version}) was trained on features {champion.feature_names}, "
@@ -229,13 +277,13 @@ def user_predictions(
     write_atomically(table, target)
     context.log.info(f"{table.num_rows:,} users scored -> {target}")
 
+    import pyarrow.compute as pc
     import pyarrow.parquet as pq
 
-    written = pq.read_table(target)
-    keys = written.column("user_key").to_numpy(zero_copy_only=False)
-    probabilities = np.column_stack(
-        [written.column(f"p_continue_{h}m").to_numpy() for h in champion.horizons]
-    ) if written.num_rows else np.zeros((0, 1))
+    written = pq.read_table(target)  # the checks judge the file as written, not the table in memory
+    distinct_users = pc.count_distinct(written.column("user_key")).as_py()
+    probabilities = [written.column(f"p_continue_{h}m").to_numpy() for h in champion.horizons]
+    in_unit_interval = all(bool(np.all((p >= 0) & (p <= 1))) for p in probabilities)  # NaN fails
     yield dg.MaterializeResult(
         metadata={
             "users_scored": table.num_rows,
@@ -248,13 +296,10 @@ def user_predictions(
     )
     yield dg.AssetCheckResult(
         check_name="one_row_per_user",
-        passed=len(np.unique(keys)) == len(keys),
-        metadata={"rows": len(keys), "distinct_users": len(np.unique(keys))},
+        passed=distinct_users == written.num_rows,
+        metadata={"rows": written.num_rows, "distinct_users": distinct_users},
     )
-    yield dg.AssetCheckResult(
-        check_name="probabilities_in_unit_interval",
-        passed=bool(np.all((probabilities >= 0) & (probabilities <= 1))),
-    )
+    yield dg.AssetCheckResult(check_name="probabilities_in_unit_interval", passed=in_unit_interval)
     yield dg.AssetCheckResult(
         check_name="row_count_matches_active_users",
         passed=written.num_rows == active_users,
