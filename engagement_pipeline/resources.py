@@ -161,12 +161,14 @@ class Tracking(dg.ConfigurableResource):
         import mlflow
 
         uri = self.uri()
+        # Decided before set_tracking_uri, which exports MLFLOW_TRACKING_URI itself.
+        project_store = not self.tracking_uri and not os.environ.get("MLFLOW_TRACKING_URI")
         mlflow.set_tracking_uri(uri)
         mlflow.set_registry_uri(uri)
         client = mlflow.MlflowClient(tracking_uri=uri, registry_uri=uri)
         if client.get_experiment_by_name(self.experiment_name) is None:
-            artifact_root = None
-            if uri.startswith("sqlite:///") and not os.environ.get("MLFLOW_TRACKING_URI"):
+            artifact_root = None  # a tracking server of your own decides where artifacts go
+            if project_store:
                 paths().mlartifacts.mkdir(parents=True, exist_ok=True)
                 artifact_root = paths().mlartifacts.as_uri()
             client.create_experiment(self.experiment_name, artifact_location=artifact_root)
