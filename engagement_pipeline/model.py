@@ -11,13 +11,26 @@ Shape of the network:
     x [B, K, F] raw
       -> preprocess: z = ((slog1p? x) - mean) / std, NaN -> 0, + missing indicators
          padding rows (all NaN) -> all-zero input with is_real = 0
+      -> the LSTM's input at each step: z_step - z_current (0 on padding), the
+         step's missing indicators and is_real
       -> 2-layer LSTM over the K steps; the last step is always the current
          classification (padding is on the left), so its output summarizes the history
-      -> logits = linear(z_current) + head([lstm_out_last, z_current]): a
-         logistic regression on the current row (the "wide" skip) plus what the
-         history adds; the LSTM only has to learn the residual, which keeps it
-         from overfitting sessions it has memorized
+      -> logits = linear(z_current) + head(lstm_out_last): a logistic regression
+         on the current row (the "wide" skip) plus what the history adds; the
+         LSTM only has to learn the residual
       -> forward() returns sigmoid(logits) = P(continue), [B, H]
+
+Why the history is fed as differences from the current step: with raw values
+at every step, validation loss rose from the first epoch while training loss
+fell, for every size and regularization tried. The recurrent path saw the same
+user-level features (days since first seen, classifications and sessions so
+far, previous-session lengths) repeated over up to K rows, enough to recognise
+training volunteers and the training period rather than learn how sessions
+end. Differences keep what a sequence can tell beyond the current row (tasks
+slowing down, gaps growing, a session boundary showing as a jump in the
+session features) and leave the absolute levels to the linear path. On the
+sample (150k classifications) the history then gained ~0.02 validation
+ROC-AUC per horizon over the linear path, where raw steps lost.
 
 Only torch and numpy: importing this module is what makes torch load, so
 nothing imported by definitions.py imports it at top level.
@@ -92,7 +105,7 @@ def preprocess_tabular(X: np.ndarray, scaling: Scaling) -> np.ndarray:
 
 
 class EngagementLSTM(nn.Module):
-    """Two-layer LSTM over the last K classifications, with a skip from the current row to the head."""
+    """Two-layer LSTM over the last K classifications (as differences from the current one), plus a linear skip."""
 
     def __init__(
         self,
@@ -112,9 +125,11 @@ class EngagementLSTM(nn.Module):
             step_size, hidden_size, num_layers=num_layers, batch_first=True, dropout=dropout if num_layers > 1 else 0.0
         )
         self.linear = nn.Linear(step_size, n_horizons)  # the "wide" part: logistic regression on the current row
+        # the head sees the history summary only: a nonlinear map of the current row's
+        # absolute values overfits the training period the way the tree baselines do
         self.head = nn.Sequential(
             nn.Dropout(dropout),
-            nn.Linear(hidden_size + step_size, hidden_size),
+            nn.Linear(hidden_size, hidden_size),
             nn.GELU(),
             nn.Dropout(dropout),
             nn.Linear(hidden_size, n_horizons),
@@ -133,11 +148,18 @@ class EngagementLSTM(nn.Module):
         step = torch.cat([z, missing.to(z.dtype), is_real.to(z.dtype)], dim=-1)
         return step * is_real.to(z.dtype)
 
+    def history_inputs(self, steps: torch.Tensor) -> torch.Tensor:
+        """[B, K, 2F+1] preprocessed -> the LSTM's input: scaled values minus the current step's, then the
+        step's missing indicators and is_real. Padding stays all zeros; the current step's differences are 0."""
+        n_features = self.mean.shape[0]
+        is_real = steps[..., -1:]
+        delta = (steps[..., :n_features] - steps[:, -1:, :n_features]) * is_real
+        return torch.cat([delta, steps[..., n_features:]], dim=-1)
+
     def logits(self, x: torch.Tensor) -> torch.Tensor:
         steps = self.preprocess(x)
-        out, _ = self.lstm(steps)
-        current = steps[:, -1]
-        return self.linear(current) + self.head(torch.cat([out[:, -1], current], dim=-1))
+        out, _ = self.lstm(self.history_inputs(steps))
+        return self.linear(steps[:, -1]) + self.head(out[:, -1])
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Probabilities of continuing, [B, H], columns in horizon order."""
