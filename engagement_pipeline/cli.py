@@ -1,25 +1,49 @@
 """The `engagement` command: the common jobs of the pipeline from a shell.
 
-    engagement demo                 ingest the bundled sample, build the SQL models, train, score
-    engagement run --exports DIR    the same on a folder of real Zooniverse exports
-    engagement generate --rows N    write a sample export of any size
-    engagement score --date D       score one day (or --start/--end for a range)
-    engagement dagster-ui           the Dagster UI (webserver + daemon) on 127.0.0.1:3000
-    engagement mlflow-ui            the MLflow UI against the project's store on 127.0.0.1:5000
-
 Every command runs on the same Dagster instance ($DAGSTER_HOME, by default
-$ENGAGEMENT_HOME/dagster), so what it does shows up in the Dagster UI.
+$ENGAGEMENT_HOME/dagster), so what it does shows up in the Dagster UI. Runs
+print the assets' own progress lines (rows ingested, epochs, users scored)
+and one summary line per asset; servers bind to 127.0.0.1 unless told
+otherwise, and are started with this interpreter (`python -m ...`), so they
+run in the project's environment even when its bin/ is not on PATH.
 """
 
 import argparse
 import datetime as dt
 import os
-import shutil
+import signal
 import subprocess
 import sys
 from pathlib import Path
 
 from engagement_pipeline.resources import paths, tracking_uri
+
+COMMON_JOBS = """\
+Predict whether Zooniverse volunteers keep working 10, 20 and 30 minutes from now.
+
+common jobs:
+  engagement demo                       ingest the bundled sample, build sessions/features/labels,
+                                        train and register a model, score the last days
+  engagement run --exports DIR          the same on a folder of real Zooniverse exports
+                                        (*.csv, *.csv.gz: the project builder's Data Exports page)
+  engagement generate --rows N --out F  write a realistic sample export of any size
+  engagement score --date 2025-06-30    score one UTC day with the champion model
+  engagement score --start D --end D    score every day of a range (inclusive)
+  engagement dagster-ui                 the Dagster UI and daemon on http://127.0.0.1:3000
+  engagement mlflow-ui                  the MLflow UI on the project's store, http://127.0.0.1:5000
+"""
+
+# What a run prints per asset when it is done, when the asset reports it.
+SUMMARY_FIELDS = (
+    ("dagster/row_count", "rows"),
+    ("rows_inserted", "new rows"),
+    ("rows_rejected_this_run", "rejected"),
+    ("epochs_run", "epochs"),
+    ("registered_version", "version"),
+    ("champion_decision", "champion"),
+    ("users_scored", "users scored"),
+    ("path", "file"),
+)
 
 DAGSTER_YAML = """\
 # Written by `engagement`: one run at a time, because every run uses the one DuckDB file.
@@ -40,8 +64,23 @@ def prepare_dagster_home() -> Path:
     return home
 
 
+def summary_line(asset: str, metadata: dict) -> str:
+    """One line per materialized asset: what an operator wants to see at the end of a step."""
+    parts = []
+    for key, label in SUMMARY_FIELDS:
+        if key in metadata:
+            value = getattr(metadata[key], "value", metadata[key])
+            counted = isinstance(value, int) and not isinstance(value, bool)
+            parts.append(f"{value:,} {label}" if counted else f"{label} {value}")
+    return f"  done: {asset}" + (f" ({', '.join(parts)})" if parts else "")
+
+
 def _materialize(scoring: bool, partition_key: str | None = None) -> None:
-    """Materialize the scoring asset (for one partition) or every other asset, on the Dagster instance."""
+    """Materialize the scoring asset (for one partition) or every other asset, on the Dagster instance.
+
+    The console shows the assets' INFO lines (their progress) rather than
+    Dagster's DEBUG event stream, then one summary line per asset.
+    """
     import dagster as dg
 
     from engagement_pipeline.definitions import defs
@@ -54,11 +93,31 @@ def _materialize(scoring: bool, partition_key: str | None = None) -> None:
             instance=instance,
             asset_selection=list(selection.resolve(defs.resolve_asset_graph())),
             partition_key=partition_key,
+            run_config={"loggers": {"console": {"config": {"log_level": "INFO"}}}},
             raise_on_error=False,
         )
+    for event in result.get_asset_materialization_events():
+        materialization = event.step_materialization_data.materialization
+        print(summary_line(materialization.asset_key.to_user_string(), materialization.metadata), flush=True)
     if not result.success:
-        failed = [e.step_key for e in result.all_events if e.is_step_failure]
-        raise SystemExit(f"Run {result.run_id} failed in {failed}; see the run in the Dagster UI (engagement dagster-ui).")
+        reasons = [
+            f"{event.step_key}: {root_cause(event.step_failure_data.error)}"
+            for event in result.all_events
+            if event.is_step_failure
+        ]
+        raise SystemExit(
+            f"Run {result.run_id} failed in " + "; ".join(reasons or ["(no step failed: see the run)"])
+            + "\nSee the run in the Dagster UI (engagement dagster-ui)."
+        )
+
+
+def root_cause(error) -> str:
+    """The innermost message of a Dagster error chain (the asset's own exception, not Dagster's wrapper)."""
+    if error is None:
+        return "unknown error"
+    while error.cause is not None:
+        error = error.cause
+    return error.message.strip()
 
 
 def _days_to_score(days: int) -> list[str]:
@@ -100,38 +159,80 @@ def _parse_day(text: str) -> dt.date:
     try:
         return dt.date.fromisoformat(text)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a date like 2025-06-30") from None
+        raise argparse.ArgumentTypeError(f"{text!r} is not a date like 2025-06-30 (YYYY-MM-DD)") from None
+
+
+def days_to_score(date: dt.date | None, start: dt.date | None, end: dt.date | None) -> list[dt.date]:
+    """The UTC days `engagement score` scores: --date alone, or --start [--end] inclusive; ValueError when unclear."""
+    if date is not None and (start is not None or end is not None):
+        raise ValueError("give either --date D, or --start D [--end D], not both")
+    if date is not None:
+        return [date]
+    if start is None:
+        raise ValueError("give --date D, or --start D [--end D]" + (" (--end needs a --start)" if end else ""))
+    end = end or start
+    if end < start:
+        raise ValueError(f"--end {end} is before --start {start}")
+    return [start + dt.timedelta(days=offset) for offset in range((end - start).days + 1)]
 
 
 def cmd_score(args) -> int:
     prepare_dagster_home()
-    start = args.date or args.start
-    end = args.date or args.end or start
-    if start is None:
-        raise SystemExit("give --date D, or --start D [--end D]")
-    if end < start:
-        raise SystemExit(f"--end {end} is before --start {start}")
-    day = start
-    while day <= end:
-        print(f"scoring {day} ...", flush=True)
+    for i, day in enumerate(args.days, 1):
+        print(f"scoring {day} ({i}/{len(args.days)}) ...", flush=True)
         _materialize(scoring=True, partition_key=day.isoformat())
-        day += dt.timedelta(days=1)
+    print(f"Predictions: {paths().predictions}")
     return 0
 
 
+SERVER_STOP_TIMEOUT_S = 30
+
+
 def _exec(argv: list[str]) -> int:
+    """Run a server in the foreground until it exits, and stop it cleanly when we are stopped.
+
+    Ctrl-C in a terminal reaches the server too; a SIGTERM sent to this
+    process alone (a service manager, `kill`) is passed on as SIGINT, the
+    signal `dagster dev` and `mlflow server` shut their own workers down on
+    (`dagster dev` ignores SIGTERM). Either way no traceback, and a server
+    that does not stop within SERVER_STOP_TIMEOUT_S is killed.
+    """
     print("$ " + " ".join(argv), flush=True)
-    return subprocess.call(argv)
+    # A shell that starts us in the background (`engagement dagster-ui &`) sets SIGINT to "ignore",
+    # which the server would inherit and then never stop: give it the default disposition back.
+    process = subprocess.Popen(argv, preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+    previous = signal.signal(signal.SIGTERM, lambda signum, frame: process.send_signal(signal.SIGINT))
+    try:
+        try:
+            return process.wait()
+        except KeyboardInterrupt:
+            try:
+                return process.wait(timeout=SERVER_STOP_TIMEOUT_S)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                return process.wait()
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
-def mlflow_ui_command(host: str, port: int) -> list[str]:
-    """The MLflow UI against the project's tracking store and artifact folder."""
-    command = [shutil.which("mlflow") or "mlflow", "server", "--backend-store-uri", tracking_uri(),
-               "--host", host, "--port", str(port)]  # fmt: skip
+def mlflow_ui_command(host: str, port: int, workers: int = 2) -> list[str]:
+    """The MLflow UI against the project's tracking store and artifact folder.
+
+    Two workers rather than MLflow's four: one person browsing needs no more,
+    and it starts twice as fast on a small machine.
+    """
+    command = [sys.executable, "-m", "mlflow", "server", "--backend-store-uri", tracking_uri(),
+               "--host", host, "--port", str(port), "--workers", str(workers)]  # fmt: skip
     if not os.environ.get("MLFLOW_TRACKING_URI"):
         paths().mlartifacts.mkdir(parents=True, exist_ok=True)
         command += ["--default-artifact-root", paths().mlartifacts.as_uri()]
     return command
+
+
+def dagster_ui_command(host: str, port: int) -> list[str]:
+    """`dagster dev` (webserver and daemon, so the schedule runs) on the project's workspace.yaml."""
+    workspace = Path(__file__).resolve().parent.parent / "workspace.yaml"
+    return [sys.executable, "-m", "dagster", "dev", "-w", str(workspace), "-h", host, "-p", str(port)]
 
 
 def cmd_mlflow_ui(args) -> int:
@@ -140,19 +241,20 @@ def cmd_mlflow_ui(args) -> int:
 
 def cmd_dagster_ui(args) -> int:
     prepare_dagster_home()
-    workspace = Path(__file__).resolve().parent.parent / "workspace.yaml"
-    command = [shutil.which("dagster") or "dagster", "dev", "-w", str(workspace), "-h", args.host, "-p", str(args.port)]
-    return _exec(command)
+    return _exec(dagster_ui_command(args.host, args.port))
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="engagement",
-        description="Predict whether Zooniverse volunteers keep working 10, 20 and 30 minutes from now.",
+        description=COMMON_JOBS,
         formatter_class=argparse.RawDescriptionHelpFormatter,
-        epilog="State lives in $ENGAGEMENT_HOME (default ./.engagement). See README.md.",
+        epilog=(
+            "State lives in $ENGAGEMENT_HOME (default ./.engagement); `engagement COMMAND --help` "
+            "explains each command. See README.md."
+        ),
     )
-    commands = parser.add_subparsers(dest="command", required=True)
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     for name, help_text in (
         ("demo", "run the whole pipeline on the bundled sample export"),
@@ -163,31 +265,42 @@ def build_parser() -> argparse.ArgumentParser:
         sub.add_argument("--score-days", type=int, default=3, help="score the last N days that have data (default 3)")
         sub.set_defaults(func=cmd_run)
 
-    sub = commands.add_parser("generate", help="write a realistic sample export of any size")
-    sub.add_argument("--rows", type=int, default=150_000)
-    sub.add_argument("--seed", type=int, default=7)
-    sub.add_argument("--out", type=Path, required=True, help="file to write (.csv or .csv.gz)")
+    help_text = "write a realistic sample export (Panoptes CSV format) of any size"
+    sub = commands.add_parser("generate", help=help_text, description=help_text)
+    sub.add_argument("--rows", type=int, default=150_000, help="classifications to write (default 150,000)")
+    sub.add_argument("--seed", type=int, default=7, help="random seed: the same seed writes the same file (default 7)")
+    sub.add_argument("--out", type=Path, required=True, help="file to write (.csv, or .csv.gz for gzip)")
     sub.set_defaults(func=cmd_generate)
 
-    sub = commands.add_parser("score", help="score one day (--date) or a range (--start, --end) with the champion")
-    sub.add_argument("--date", type=_parse_day)
-    sub.add_argument("--start", type=_parse_day)
-    sub.add_argument("--end", type=_parse_day)
-    sub.set_defaults(func=cmd_score)
+    help_text = "score one UTC day (--date) or a range of days (--start, --end) with the champion model"
+    sub = commands.add_parser(
+        "score",
+        help=help_text,
+        description=help_text + "; writes $ENGAGEMENT_HOME/predictions/date=D/predictions.parquet per day.",
+    )
+    sub.add_argument("--date", type=_parse_day, metavar="YYYY-MM-DD", help="the one day to score")
+    sub.add_argument("--start", type=_parse_day, metavar="YYYY-MM-DD", help="first day of a range")
+    sub.add_argument("--end", type=_parse_day, metavar="YYYY-MM-DD", help="last day of the range (default: --start)")
+    sub.set_defaults(func=cmd_score, usage_error=sub.error)
 
     for name, port, func, help_text in (
-        ("mlflow-ui", 5000, cmd_mlflow_ui, "the MLflow UI against the project's tracking store"),
+        ("mlflow-ui", 5000, cmd_mlflow_ui, "the MLflow UI on the project's tracking store (runs, models, champion)"),
         ("dagster-ui", 3000, cmd_dagster_ui, "the Dagster UI and daemon (runs the nightly schedule when it is on)"),
     ):
-        sub = commands.add_parser(name, help=help_text)
+        sub = commands.add_parser(name, help=help_text, description=help_text)
         sub.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1: this machine only)")
-        sub.add_argument("--port", type=int, default=port)
+        sub.add_argument("--port", type=int, default=port, help=f"port (default {port})")
         sub.set_defaults(func=func)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    if args.command == "score":
+        try:
+            args.days = days_to_score(args.date, args.start, args.end)
+        except ValueError as error:
+            args.usage_error(str(error))  # exits 2 with the usage line
     return args.func(args)
 
 

@@ -213,7 +213,7 @@ PREDICTIONS_SCHEMA = dg.TableSchema(
             dg.TableColumn(
                 f"p_continue_{minutes}m",
                 "double",
-                description=f"P(still classifying {minutes} minutes after last_classification_at), one column per horizon",
+                description=f"P(still classifying {minutes} min after last_classification_at); one per horizon",
             )
             for minutes in (10, 20, 30)
         ),

@@ -3,10 +3,14 @@
 The logic lives in the SQL files, which anyone can read; this module only
 orchestrates:
 
-* discovery: the asset key is the file stem, the group is its layer folder
-  (staging, intermediate, marts), the description is the file's leading
-  comment, and the dependencies are the tables the SELECT reads (DuckDB's own
-  parser lists them, so a dependency can never be forgotten in a header);
+* discovery: the asset key is the file stem, the description is the file's
+  leading comment, and the dependencies are the tables the SELECT reads
+  (DuckDB's own parser lists them, so a dependency can never be forgotten in
+  a header). Every model sits in the UI group `sessions_and_labels`, tagged
+  with its layer folder (staging, intermediate, marts); its column schema
+  comes from binding its SQL to the ingest's empty tables, so the UI shows
+  the columns before anything is materialized and they cannot drift from
+  the SQL;
 * building: each file is a SELECT, wrapped as `create or replace table
   <model> as ...` in one transaction, so a reader never sees a half-built
   table and a failed build leaves the previous table in place;
@@ -33,6 +37,9 @@ from pydantic import Field
 from engagement_pipeline.resources import Warehouse
 
 SQL_DIR = Path(__file__).resolve().parent.parent / "sql"
+SOURCE_SCHEMA_SQL = Path(__file__).resolve().parent / "ingest_sql" / "schema.sql"  # the tables the models read
+GROUP_NAME = "sessions_and_labels"
+OWNERS = ["team:engagement"]
 LAYERS = ("staging", "intermediate", "marts")
 SOURCE_TABLES = frozenset({"classifications"})  # tables written by other assets that the models read
 CONFIGURED_MODEL = "sessions"  # the one model that takes run config (SessionRules)
@@ -232,6 +239,39 @@ def build_models(
     return {model.name: build_model(con, model, variables) for model in (models or discover_models())}
 
 
+def declared_schemas(models: Sequence[SqlModel]) -> dict[str, list[tuple[str, str]]]:
+    """Each model's (column, type) list, from building `models` (all, in dependency order) on empty sources.
+
+    The SQL files are the one place the columns are written; building them in
+    memory on the ingest's empty tables takes a fraction of a second, needs
+    no data, and gives exactly the types a real build produces.
+    """
+    with duckdb.connect() as con:
+        con.execute("set TimeZone = 'UTC'")
+        con.execute(SOURCE_SCHEMA_SQL.read_text())
+        build_models(con, models)
+        return {model.name: _table_schema(con, model.name) for model in models}
+
+
+def column_schema(columns: Sequence[tuple[str, str]], nullable: Sequence[str] | None = None) -> dg.TableSchema:
+    """A Dagster column schema; with `nullable` (a model's `-- nullable:` line) every other column is NOT NULL."""
+    return dg.TableSchema(
+        columns=[
+            dg.TableColumn(
+                name,
+                data_type,
+                constraints=None if nullable is None else dg.TableColumnConstraints(nullable=name in nullable),
+            )
+            for name, data_type in columns
+        ]
+    )
+
+
+def _nullable_or_unknown(model: SqlModel) -> tuple[str, ...] | None:
+    """The model's declared nullable columns, or None when it declares none (nullability unknown)."""
+    return model.nullable_columns or None
+
+
 def _materialize(
     context: dg.AssetExecutionContext, warehouse: Warehouse, model: SqlModel, variables: Mapping[str, Any]
 ) -> dg.MaterializeResult:
@@ -240,24 +280,25 @@ def _materialize(
         schema = _table_schema(con, model.name)
     metadata: dict[str, Any] = {
         "dagster/row_count": dg.MetadataValue.int(rows),
-        "dagster/column_schema": dg.TableSchema(
-            columns=[dg.TableColumn(name, data_type) for name, data_type in schema]
-        ),
+        "dagster/column_schema": column_schema(schema, _nullable_or_unknown(model)),
         "sql_file": dg.MetadataValue.path(str(model.path)),
     }
     metadata.update({key: dg.MetadataValue.json(value) for key, value in variables.items()})
     return dg.MaterializeResult(metadata=metadata)
 
 
-def sql_model_asset(model: SqlModel) -> dg.AssetsDefinition:
-    """The Dagster asset that builds `model`'s table."""
+def sql_model_asset(model: SqlModel, columns: Sequence[tuple[str, str]] = ()) -> dg.AssetsDefinition:
+    """The Dagster asset that builds `model`'s table; `columns` (from `declared_schemas`) become its column schema."""
     spec = dict(
         name=model.name,
         deps=[dg.AssetKey(dep) for dep in model.deps],
-        group_name=model.layer,
+        group_name=GROUP_NAME,
         kinds={"duckdb"},
+        owners=OWNERS,
+        tags={"layer": model.layer},
         description=model.description,
         code_version=model.code_version,
+        metadata={"dagster/column_schema": column_schema(columns, _nullable_or_unknown(model))} if columns else None,
     )
     if model.name == CONFIGURED_MODEL:
 
@@ -382,6 +423,7 @@ def feature_columns_numeric(con: duckdb.DuckDBPyConnection) -> dg.AssetCheckResu
 
 
 _MODELS = {model.name: model for model in discover_models()}
+_SCHEMAS = declared_schemas(list(_MODELS.values()))
 
 
 @dg.asset_check(asset="labels", blocking=True, description=label_base_rates.__doc__)
@@ -414,7 +456,9 @@ def features_numeric_after_keys(warehouse: Warehouse) -> dg.AssetCheckResult:
         return feature_columns_numeric(con)
 
 
-sql_model_assets: list[dg.AssetsDefinition] = [sql_model_asset(model) for model in _MODELS.values()]
+sql_model_assets: list[dg.AssetsDefinition] = [
+    sql_model_asset(model, _SCHEMAS[model.name]) for model in _MODELS.values()
+]
 sql_model_checks: list[dg.AssetChecksDefinition] = [
     labels_base_rate_per_horizon,
     labels_no_duplicate_keys,

@@ -304,7 +304,8 @@ def test_gzip_output(export, tmp_path):
         assert f.read() == export.read_bytes()
     again = se.write_export(tmp_path / "again.csv.gz", ROWS, SEED)
     assert again.read_bytes() == gz.read_bytes()
-    n = duckdb.execute(f"SELECT count(*) FROM read_csv('{gz}', all_varchar = true)").fetchone()[0]
+    with duckdb.connect() as con:
+        n = con.execute("SELECT count(*) FROM read_csv(?, all_varchar = true)", [str(gz)]).fetchone()[0]
     assert n == ROWS
 
 

@@ -182,7 +182,9 @@ def test_parquet_has_the_contract_schema_for_pandas_and_duckdb(home):
     assert frame["n_classifications"].dtype == np.int64
     assert all(frame[c].dtype == np.float64 for c in CONTRACT_COLUMNS if c.startswith("p_continue"))
 
-    types = dict(duckdb.sql("select column_name, column_type from (describe select * from read_parquet(?))", params=[str(path)]).fetchall())  # fmt: skip
+    with duckdb.connect() as con:
+        described = con.execute("describe select * from read_parquet(?)", [str(path)]).fetchall()
+    types = {name: kind for name, kind, *_ in described}
     assert types["as_of"] == "TIMESTAMP WITH TIME ZONE" and types["scored_at"] == "TIMESTAMP WITH TIME ZONE"
     assert types["user_key"] == "VARCHAR" and types["p_continue_30m"] == "DOUBLE"
 
