@@ -178,6 +178,33 @@ def test_model_masks_padding_and_ignores_missing_values():
     assert steps[0, 2, 3 + 1] == 1 and steps[0, 2, 1] == 0  # missing: indicator on, value at the mean
 
 
+def test_history_path_sees_only_differences_from_the_current_step():
+    """Absolute levels reach the output only through the linear path: shifting a feature by a
+    constant on every real step of a window changes nothing once that path is zeroed."""
+    import torch
+
+    from engagement_pipeline.model import EngagementLSTM, fit_scaling
+
+    torch.manual_seed(0)
+    rng = np.random.default_rng(1)
+    X = rng.normal(size=(500, 3)).astype(np.float32)  # symmetric: no feature is log-transformed
+    model = EngagementLSTM(3, 2, fit_scaling(X), hidden_size=8).eval()
+    assert not model.log_transform.any()
+    torch.nn.init.normal_(model.head[-1].weight)  # the history path starts at zero; wake it up
+    torch.nn.init.zeros_(model.linear.weight)
+    torch.nn.init.zeros_(model.linear.bias)
+    window = torch.from_numpy(X[:12].reshape(2, 6, 3).copy())
+    window[1, :2] = float("nan")  # two padding rows
+    shifted = window.clone()
+    shifted[..., 0] += 5.0  # NaN padding stays NaN
+    with torch.no_grad():
+        assert not torch.allclose(model(window), torch.full((2, 2), 0.5))  # the history path does something
+        torch.testing.assert_close(model(shifted), model(window))
+        history = model.history_inputs(model.preprocess(window))
+    assert (history[1, :2] == 0).all()  # padding feeds nothing
+    assert (history[:, -1, :3] == 0).all()  # the current step differs from itself by nothing
+
+
 def test_scaling_log_transforms_heavy_tails_only():
     from engagement_pipeline.model import fit_scaling
 
