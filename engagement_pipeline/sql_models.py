@@ -194,10 +194,21 @@ def build_model(con: duckdb.DuckDBPyConnection, model: SqlModel, variables: Mapp
         con.execute(f'create or replace table "{model.name}" as\n{model.sql}')
         (rows,) = con.execute(f'select count(*) from "{model.name}"').fetchone()
         con.execute("commit")
+    except duckdb.CatalogException as error:
+        con.execute("rollback")
+        missing = ", ".join(model.deps)
+        raise MissingUpstreamError(
+            f"{model.name} reads {missing}, and one is not in the warehouse yet ({error.args[0].splitlines()[0]}): "
+            f"materialize its upstream assets first, e.g. --select '*{model.name}' (a leading + selects one layer only)."
+        ) from error
     except BaseException:
         con.execute("rollback")
         raise
     return rows
+
+
+class MissingUpstreamError(RuntimeError):
+    """A model was built before the tables it reads."""
 
 
 class SessionRules(dg.Config):

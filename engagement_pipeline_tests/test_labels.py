@@ -231,3 +231,15 @@ def test_generated_data_has_ties_and_exact_horizon_gaps():
     gaps = frame.groupby("user_key")["created_at"].diff().dt.total_seconds().dropna().to_numpy()
     assert (gaps == 0).any()
     assert np.isin([600, 1200, 1800], gaps).all()
+
+
+def test_a_model_built_before_its_upstream_says_what_to_select():
+    import duckdb
+
+    from engagement_pipeline.sql_models import MissingUpstreamError, build_model, discover_models
+
+    labels = next(model for model in discover_models() if model.name == "labels")
+    with duckdb.connect() as con:
+        with pytest.raises(MissingUpstreamError, match=r"--select '\*labels'"):
+            build_model(con, labels)
+        assert con.execute("select count(*) from duckdb_tables() where table_name = 'labels'").fetchone() == (0,)
