@@ -12,6 +12,16 @@ from engagement_pipeline.resources import Warehouse
 FIXTURES = Path(__file__).parent / "fixtures" / "zooniverse"
 CAT_EXPORT = FIXTURES / "cat-project-classifications.csv"
 MICHIGAN_EXPORT = FIXTURES / "michigan-sample.csv"
+# `engagement_model` run config that trains a real (tiny, poor) model in seconds.
+QUICK_TRAINING = {
+    "epochs": 1,
+    "patience": 1,
+    "max_train_examples": 2_000,
+    "max_val_examples": 2_000,
+    "max_wide_examples": 5_000,
+    "forest_max_train_rows": 2_000,
+    "hidden_size": 8,
+}
 
 
 @pytest.fixture(autouse=True)

@@ -24,16 +24,12 @@ from pathlib import Path
 
 import duckdb
 
-from engagement_pipeline_tests.conftest import copy_real_exports
+from engagement_pipeline_tests.conftest import QUICK_TRAINING, copy_real_exports
 
 DAGSTER = str(Path(sys.executable).with_name("dagster"))
 SCORE_DAY = "2017-01-13"  # a day of the Michigan fixture export with several volunteers
 # A model small enough to train in seconds: the point is the pipeline around it.
-TINY_TRAINING = {
-    "epochs": 1, "patience": 1, "hidden_size": 8, "num_layers": 1, "window": 8, "batch_size": 128,
-    "max_train_examples": 2_000, "max_val_examples": 1_000, "max_wide_examples": 5_000,
-    "forest_max_train_rows": 2_000,
-}  # fmt: skip
+TINY_TRAINING = {**QUICK_TRAINING, "num_layers": 1, "window": 8, "batch_size": 128, "max_val_examples": 1_000}
 
 
 def pipeline_env(home: Path, exports: Path) -> dict[str, str]:

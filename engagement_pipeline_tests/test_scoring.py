@@ -32,17 +32,8 @@ from engagement_pipeline.scoring import (
 from engagement_pipeline.sql_models import sql_model_assets, sql_model_checks
 from engagement_pipeline.training import engagement_model
 from engagement_pipeline.windows import gather_windows, load_feature_matrix
-from engagement_pipeline_tests.conftest import csv_text
+from engagement_pipeline_tests.conftest import QUICK_TRAINING, csv_text
 
-QUICK_TRAINING = {
-    "epochs": 1,
-    "patience": 1,
-    "max_train_examples": 2_000,
-    "max_val_examples": 2_000,
-    "max_wide_examples": 5_000,
-    "forest_max_train_rows": 2_000,
-    "hidden_size": 8,
-}
 CONTRACT_COLUMNS = [
     "user_key", "as_of", "last_classification_at", "n_classifications",
     "p_continue_10m", "p_continue_20m", "p_continue_30m", "model_name", "model_version", "scored_at",

@@ -41,6 +41,7 @@ from engagement_pipeline.sample_export import write_export
 from engagement_pipeline.scoring import prediction_path, user_predictions
 from engagement_pipeline.sql_models import sql_model_assets, sql_model_checks
 from engagement_pipeline.training import engagement_model
+from engagement_pipeline_tests.conftest import QUICK_TRAINING
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 SNAPSHOT = Path(__file__).parent / "snapshots" / "definitions.json"
@@ -48,15 +49,6 @@ START_TIMEOUT_S = 240  # a cold start on a busy 2-core machine; typically 10-30 
 STOP_TIMEOUT_S = 30  # SIGTERM grace before SIGKILL
 GONE_TIMEOUT_S = 15  # after SIGKILL
 CONTRACT_ASSETS = {"classifications", "labels", "engagement_model", "user_predictions"}
-QUICK_TRAINING = {
-    "epochs": 1,
-    "patience": 1,
-    "max_train_examples": 2_000,
-    "max_val_examples": 2_000,
-    "max_wide_examples": 5_000,
-    "forest_max_train_rows": 2_000,
-    "hidden_size": 8,
-}
 
 
 # --------------------------------------------------------------------------- process groups
