@@ -132,9 +132,12 @@ def check_header(path: Path, header: list[str]) -> None:
         hint = ""
         if len(header) == 1 and any(d in header[0] for d in ";\t|"):
             hint = " (the header has one column: is the delimiter not a comma?)"
+        # Never echo the first line itself: in a file without a header it is a volunteer's row.
+        known = [c for c in header if c in PANOPTES_COLUMNS]
         raise ExportFormatError(
             f"{path}: not a Zooniverse classification export: missing column(s) "
-            f"{', '.join(missing)}{hint}; header starts with {header[:5]!r}"
+            f"{', '.join(missing)}{hint}; its first line has {len(header)} field(s), "
+            f"known export columns among them: {', '.join(known) or 'none'}"
         )
     duplicated = sorted({c for c in header if c in PANOPTES_COLUMNS and header.count(c) > 1})
     if duplicated:
@@ -142,13 +145,29 @@ def check_header(path: Path, header: list[str]) -> None:
 
 
 def load_salt(salt_file: Path) -> str:
-    """The salt for hashing user names: created once, kept out of the repo, never logged."""
+    """The salt for hashing user names: created once, kept out of the repo, never logged.
+
+    Written whole to a private temporary file and linked into place, so two
+    processes starting at once agree on one salt and a crash never leaves an
+    empty one (which would make the hash unsalted).
+    """
     if not salt_file.exists():
         salt_file.parent.mkdir(parents=True, exist_ok=True)
-        fd = os.open(salt_file, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        with os.fdopen(fd, "w") as handle:
-            handle.write(secrets.token_hex(32))
-    return salt_file.read_text().strip()
+        handle, temporary = tempfile.mkstemp(dir=salt_file.parent, prefix=".salt-")  # mode 0600
+        try:
+            with os.fdopen(handle, "w") as out:
+                out.write(secrets.token_hex(32))
+                out.flush()
+                os.fsync(out.fileno())
+            os.link(temporary, salt_file)  # fails if another process linked its salt first: keep that one
+        except FileExistsError:
+            pass
+        finally:
+            os.unlink(temporary)
+    salt = salt_file.read_text().strip()
+    if len(salt) != 64 or any(c not in "0123456789abcdef" for c in salt):
+        raise ValueError(f"{salt_file} is not a salt written by this project (64 hex digits); restore it from a backup")
+    return salt
 
 
 def ensure_schema(con) -> None:
@@ -174,10 +193,12 @@ def _stage_csv(con, csv_path: Path, header: list[str]) -> int:
     """
     names = {(name if name in PANOPTES_COLUMNS else f"extra_{i}"): "VARCHAR" for i, name in enumerate(header)}
     con.execute("drop table if exists csv_rows; drop table if exists ingest_rejects; drop table if exists ingest_scans")
+    # user_ip is dropped by the reader's projection: it is never staged, so never spilled to disk.
+    projection = "* exclude (user_ip)" if "user_ip" in names else "*"  # one of two constant strings
     con.execute(
-        """
+        f"""
         create temp table csv_rows as
-        select * from read_csv(?, header = true, auto_detect = false, columns = ?, delim = ',',
+        select {projection} from read_csv(?, header = true, auto_detect = false, columns = ?, delim = ',',
                                quote = '"', escape = '"', nullstr = ['NA', ''], strict_mode = true,
                                max_line_size = ?, buffer_size = ?, store_rejects = true,
                                rejects_table = 'ingest_rejects', rejects_scan = 'ingest_scans')
@@ -185,7 +206,7 @@ def _stage_csv(con, csv_path: Path, header: list[str]) -> int:
         [str(csv_path), names, MAX_LINE_BYTES, CSV_BUFFER_BYTES],
     )
     for column in PANOPTES_COLUMNS:  # our own constant names only
-        if column not in names:
+        if column not in names and column != "user_ip":
             con.execute(f"alter table csv_rows add column {column} varchar")
     return con.execute("select count(*) from csv_rows").fetchone()[0]
 
@@ -227,11 +248,10 @@ def _number_lines(con, scan: FileScan, rows_read: int) -> None:
     )
 
 
-def ingest_file(con, path: Path, scan: FileScan, salt: str, scratch: Path) -> FileResult:
-    """Load one export (already scanned, header already checked) in one transaction."""
+def ingest_file(con, path: Path, header: list[str], scan: FileScan, salt: str, scratch: Path) -> FileResult:
+    """Load one export (already scanned, its header read and checked) in one transaction."""
     import duckdb
 
-    header = read_header(path)
     result = FileResult(path=str(path))
     transcoded_path = None
     try:
@@ -327,7 +347,10 @@ def ingest_file(con, path: Path, scan: FileScan, salt: str, scratch: Path) -> Fi
         _rollback_if_open(con)
         raise
     finally:
-        con.execute("drop table if exists csv_rows; drop table if exists row_lines; drop table if exists parsed_rows")
+        con.execute(
+            "drop table if exists csv_rows; drop table if exists row_lines; drop table if exists parsed_rows; "
+            "drop table if exists ingest_rejects; drop table if exists ingest_scans"  # raw lines, user_ip included
+        )
         if transcoded_path is not None:
             transcoded_path.unlink(missing_ok=True)
     return result
@@ -345,9 +368,12 @@ def ingest_exports(con, files: list[Path], salt: str, scratch: Path, log=None) -
     ensure_schema(con)
     seen = {row[0] for row in con.execute("select sha256 from ingested_files").fetchall()}
     scans = {path: scan_file(path) for path in files}
-    new_files = [path for path in files if scans[path].sha256 not in seen]
-    for path in new_files:
-        check_header(path, read_header(path))
+    new_files: dict[Path, list[str]] = {}  # the first path of each content not loaded yet -> its header
+    for path in files:
+        if scans[path].sha256 not in seen:
+            seen.add(scans[path].sha256)  # the same content at a second path is skipped like a known file
+            new_files[path] = read_header(path)
+            check_header(path, new_files[path])
 
     report = IngestReport()
     scratch.mkdir(parents=True, exist_ok=True)
@@ -359,7 +385,7 @@ def ingest_exports(con, files: list[Path], salt: str, scratch: Path, log=None) -
         if path not in new_files:
             report.files.append(FileResult(path=str(path), skipped=True))
             continue
-        result = ingest_file(con, path, scans[path], salt, scratch)
+        result = ingest_file(con, path, new_files[path], scans[path], salt, scratch)
         report.files.append(result)
         if log is not None:
             log.info(
@@ -516,7 +542,10 @@ def rejected_share_under_threshold(config: IngestCheckConfig, warehouse: Warehou
     with warehouse.connect() as con:
         ensure_schema(con)
         read, rejected = con.execute(
-            "select coalesce(sum(rows_read), 0), coalesce(sum(rows_rejected), 0) from ingested_files"
+            # the latest content of each file: a changed file's rejects replace its earlier ones
+            "select coalesce(sum(rows_read), 0), coalesce(sum(rows_rejected), 0) from ("
+            " select * from ingested_files"
+            " qualify row_number() over (partition by source_file order by ingested_at desc) = 1)"
         ).fetchone()
     share = rejected / read if read else 0.0
     return dg.AssetCheckResult(

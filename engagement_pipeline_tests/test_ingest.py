@@ -271,3 +271,32 @@ def test_ingest_asset_and_checks_through_dagster(warehouse, exports_dir):
     assert meta["dagster/row_count"].value == 2153 and meta["files_read"].value == 2
     checks = result.get_asset_check_evaluations()
     assert len(checks) == 3 and all(c.passed for c in checks)
+
+
+def test_a_file_without_header_is_refused_without_echoing_its_first_row(warehouse, exports_dir):
+    header, rows = read_rows(MICHIGAN_EXPORT)
+    (exports_dir / "no-header.csv").write_text(csv_text(rows[0], rows[1:5]))  # the first row stands as header
+    with pytest.raises(ExportFormatError) as error:
+        run_ingest(warehouse, exports_dir)
+    message = str(error.value)
+    assert "no-header.csv" in message and "missing column(s) classification_id" in message
+    assert rows[0][header.index("user_ip")] not in message and rows[0][header.index("user_name")] not in message
+
+
+def test_the_same_content_at_two_paths_in_one_run_is_loaded_once(warehouse, exports_dir):
+    copy_real_exports(exports_dir)
+    (exports_dir / "again").mkdir()
+    copy_real_exports(exports_dir / "again")
+    report = run_ingest(warehouse, exports_dir)
+    assert report.files_read == 2 and report.files_skipped == 2
+    assert query(warehouse, "select count(*), sum(rows_inserted) from ingested_files") == [(2, 2153)]
+
+
+def test_the_salt_is_made_once_and_a_damaged_one_is_refused(engagement_home):
+    salt_file = engagement_home / "user_name_salt"
+    first = ingest.load_salt(salt_file)
+    assert len(first) == 64 and ingest.load_salt(salt_file) == first
+    assert salt_file.stat().st_mode & 0o777 == 0o600
+    salt_file.write_text("")
+    with pytest.raises(ValueError, match="not a salt written by this project"):
+        ingest.load_salt(salt_file)

@@ -2,7 +2,6 @@
 -- VARCHAR, in file order) into typed rows, each either usable or carrying the
 -- reason it is not; idx is the row's position in the file. Parameters come in as variables:
 --   getvariable('salt')        the salt for hashing user names (CONTRACT.md, Privacy)
---   getvariable('source_file') the export's path
 create or replace temp table parsed_rows as
 with typed as (
     select
