@@ -120,26 +120,29 @@ def root_cause(error) -> str:
     return error.message.strip()
 
 
-def _days_to_score(days: int) -> list[str]:
-    """The last `days` days that have classifications, newest last."""
+def latest_complete_days(days: int) -> list[str]:
+    """The last `days` UTC days that have classifications and are complete (valid partitions), oldest first."""
     from engagement_pipeline.resources import Warehouse
+    from engagement_pipeline.scoring import daily_partitions
 
     with Warehouse().connect() as con:
         rows = con.execute(
-            "select distinct cast(created_at as date)::varchar as day from classifications order by day desc limit ?",
-            [days],
+            "select distinct cast(created_at as date)::varchar as day from classifications order by day desc"
         ).fetchall()
-    return sorted(day for (day,) in rows)
+    complete = [day for (day,) in rows if daily_partitions.has_partition_key(day)]  # today is not a partition yet
+    return sorted(complete[:days])
 
 
 def cmd_run(args) -> int:
-    if args.exports:
+    if args.command == "demo":
+        os.environ.pop("ENGAGEMENT_EXPORTS_DIR", None)  # the demo is the bundled sample, whatever the shell says
+    else:
         os.environ["ENGAGEMENT_EXPORTS_DIR"] = str(Path(args.exports).resolve())
     prepare_dagster_home()
     print(f"ENGAGEMENT_HOME={paths().home}")
     print("1/3 ingest, SQL models and training (every unpartitioned asset) ...", flush=True)
     _materialize(scoring=False)
-    days = _days_to_score(args.score_days)
+    days = latest_complete_days(args.score_days)
     for i, day in enumerate(days, 1):
         print(f"2/3 scoring {day} ({i}/{len(days)}) ...", flush=True)
         _materialize(scoring=True, partition_key=day)
@@ -261,8 +264,11 @@ def build_parser() -> argparse.ArgumentParser:
         ("run", "run the whole pipeline on a folder of exports (--exports)"),
     ):
         sub = commands.add_parser(name, help=help_text, description=help_text)
-        sub.add_argument("--exports", required=name == "run", help="folder of *.csv / *.csv.gz exports")
-        sub.add_argument("--score-days", type=int, default=3, help="score the last N days that have data (default 3)")
+        if name == "run":
+            sub.add_argument("--exports", required=True, help="folder of *.csv / *.csv.gz exports")
+        sub.add_argument(
+            "--score-days", type=int, default=3, help="score the last N complete UTC days that have data (default 3)"
+        )
         sub.set_defaults(func=cmd_run)
 
     help_text = "write a realistic sample export (Panoptes CSV format) of any size"

@@ -149,3 +149,20 @@ def test_score_without_a_champion_shows_progress_then_says_what_to_do():
     output = result.stdout + result.stderr
     assert f"No `{CHAMPION_ALIAS}` version" in output and "engagement_model" in output
     assert "failed in user_predictions: " in result.stderr  # the step and its own error, last thing printed
+
+
+def test_run_scores_only_complete_days_never_today(exports_dir, warehouse):
+    import datetime as dt
+
+    from engagement_pipeline import ingest
+    from engagement_pipeline.cli import latest_complete_days
+    from engagement_pipeline.resources import paths
+    from engagement_pipeline_tests.conftest import csv_text
+
+    today = dt.datetime.now(dt.timezone.utc).replace(hour=0, minute=0, second=1, microsecond=0)
+    days = [today - dt.timedelta(days=n) for n in (3, 2, 1, 0)]
+    rows = [[str(100 + i), "", "7", day.strftime("%Y-%m-%d %H:%M:%S UTC")] for i, day in enumerate(days)]
+    (exports_dir / "recent.csv").write_text(csv_text(["classification_id", "user_name", "user_id", "created_at"], rows))
+    with warehouse.connect() as con:
+        ingest.ingest_exports(con, ingest.find_exports(exports_dir), ingest.load_salt(paths().salt_file), paths().home / "tmp")
+    assert latest_complete_days(2) == [days[1].date().isoformat(), days[2].date().isoformat()]
