@@ -22,7 +22,7 @@ import os
 import tempfile
 import time
 import warnings
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable
 
@@ -537,7 +537,9 @@ def champion_predictions(
     Returns (champion version or None, P [len(rows), len(common horizons)] or
     None when it cannot be evaluated, the horizon columns of the new model it
     covers, a note). A champion with a different window is fed windows of its
-    own length; one whose features are a subset of ours gets those columns.
+    own length. One trained on other features than today's `features` table
+    cannot be evaluated here, and cannot score either (scoring needs the same
+    features): it is no longer a usable champion.
     """
     import mlflow
     from mlflow.exceptions import MlflowException
@@ -553,16 +555,15 @@ def champion_predictions(
         champion_horizons = [int(h) for h in json.loads(tags["horizons"])]
     except (KeyError, ValueError) as error:
         return number, None, [], f"champion v{number} lacks compatibility tags ({error})"
-    missing = [n for n in names if n not in matrix.feature_names]
     common = [h for h in champion_horizons if h in horizons]
-    if missing or not common:
-        why = f"features {missing} missing" if missing else "no common horizon"
-        return number, None, [], f"champion v{number} cannot be evaluated here: {why}"
-    columns = [matrix.feature_names.index(n) for n in names]
-    view = replace(matrix, X=matrix.X[:, columns], feature_names=names)
-    champion = mlflow.pyfunc.load_model(f"models:/{model_name}@{CHAMPION_ALIAS}")
+    if names != matrix.feature_names or not common:
+        why = "no horizon in common"
+        if names != matrix.feature_names:
+            why = "it was trained on other features than the current table"
+        return number, None, [], f"champion v{number} cannot be evaluated (or used for scoring) here: {why}"
+    champion = mlflow.pyfunc.load_model(f"models:/{model_name}/{number}")  # pinned: the alias may move meanwhile
     p = np.concatenate(
-        [champion.predict(gather_windows(view, rows[i : i + 4096], window)) for i in range(0, len(rows), 4096)]
+        [champion.predict(gather_windows(matrix, rows[i : i + 4096], window)) for i in range(0, len(rows), 4096)]
     )
     p = p[:, [champion_horizons.index(h) for h in common]]
     return number, p, [horizons.index(h) for h in common], f"champion v{number} evaluated"
@@ -594,7 +595,7 @@ def promote(
     if champion_version is None:
         reason = "first model: becomes champion"
     elif champion_score is None:
-        reason = f"{note}; promoted on its own score"
+        reason = f"{note}; promoted, since an unusable champion would stop the nightly scoring"
     else:
         verdict = "promoted" if promoted else "kept the champion"
         reason = f"{note}: mean test ROC-AUC {new_score:.4f} vs champion {champion_score:.4f}, {verdict}"
