@@ -19,11 +19,27 @@ from engagement_pipeline.scoring import nightly_scoring_job, nightly_scoring_sch
 from engagement_pipeline.sql_models import sql_model_assets, sql_model_checks
 from engagement_pipeline.training import engagement_model
 
+# The nightly scoring reads the warehouse as it is: this job brings in new
+# exports and rebuilds the SQL models an hour before it. Training stays a
+# deliberate act (materialize `engagement_model`), since it can move the champion.
+refresh_warehouse_job = dg.define_asset_job(
+    "refresh_warehouse",
+    selection=dg.AssetSelection.groups("ingest", "sessions_and_labels"),
+    description="Ingest new exports and rebuild sessions, features and labels.",
+)
+refresh_warehouse_schedule = dg.ScheduleDefinition(
+    name="nightly_refresh_schedule",
+    job=refresh_warehouse_job,
+    cron_schedule="0 1 * * *",
+    execution_timezone="UTC",
+    description="Every night at 01:00 UTC, an hour before scoring: new exports in, SQL models rebuilt.",
+)
+
 defs = dg.Definitions(
     assets=[*ingest_assets, *sql_model_assets, engagement_model, user_predictions],
     asset_checks=[*ingest_checks, *sql_model_checks],
-    jobs=[nightly_scoring_job],
-    schedules=[nightly_scoring_schedule],
+    jobs=[refresh_warehouse_job, nightly_scoring_job],
+    schedules=[refresh_warehouse_schedule, nightly_scoring_schedule],
     resources={"warehouse": Warehouse(), "tracking": Tracking()},
     executor=dg.in_process_executor,
 )

@@ -31,6 +31,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import dagster as dg
+from pydantic import Field
 
 from engagement_pipeline.resources import Warehouse, exports_dir, paths
 
@@ -400,8 +401,9 @@ def ingest_exports(con, files: list[Path], salt: str, scratch: Path, log=None) -
 
 
 class IngestCheckConfig(dg.Config):
-    max_rejected_share: float = 0.05
-    """The ingest check fails when more than this share of rows read was rejected."""
+    max_rejected_share: float = Field(
+        0.05, description="The check fails when more than this share of the rows read was rejected."
+    )
 
 
 _TZ = "TIMESTAMP WITH TIME ZONE"

@@ -20,6 +20,7 @@ from pathlib import Path
 
 import dagster as dg
 import numpy as np
+from pydantic import Field
 
 from engagement_pipeline.resources import (
     CHAMPION_ALIAS,
@@ -34,8 +35,7 @@ daily_partitions = dg.DailyPartitionsDefinition(start_date=partitions_start(), t
 
 
 class ScoringConfig(dg.Config):
-    batch_size: int = 8192
-    """Windows per call of the model."""
+    batch_size: int = Field(8192, description="Windows per call of the model.")
 
 
 @dataclass(frozen=True)

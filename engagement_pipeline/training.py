@@ -28,6 +28,7 @@ from typing import TYPE_CHECKING, Callable
 
 import dagster as dg
 import numpy as np
+from pydantic import Field
 
 from engagement_pipeline.resources import CHAMPION_ALIAS, Tracking, Warehouse
 from engagement_pipeline.windows import FeatureMatrix, gather_windows, load_feature_matrix
@@ -47,39 +48,40 @@ LABEL_LOOKAHEAD_HORIZONS = 2
 
 
 class TrainingConfig(dg.Config):
-    """Run config of `engagement_model`. Defaults train the demo (~150k classifications) in ~2 minutes on 2 cores."""
+    """Run config of `engagement_model`. Defaults train the demo (~150k classifications) in ~2 minutes on 2 cores.
 
-    window: int = 20
-    """K: classifications per window (the current one and up to K-1 earlier ones of the same user)."""
-    epochs: int = 6
-    """Most epochs after the linear start (epoch 0); early stopping usually ends sooner."""
-    patience: int = 2
-    batch_size: int = 256
-    lr: float = 1e-3
-    weight_decay: float = 0.05
-    hidden_size: int = 32
-    num_layers: int = 2
-    dropout: float = 0.3
-    seed: int = 0
-    train_fraction: float = 0.70
-    val_fraction: float = 0.15
-    max_train_examples: int | None = None
-    """Training examples drawn afresh for each epoch (None = all of them, reshuffled). All by default:
-    since the history enters as differences from the current step it no longer overfits within an
-    epoch, and full epochs reached a lower validation loss than 30k-example ones on the sample."""
-    max_val_examples: int = 40_000
-    """Fixed random subset of the validation period used for early stopping."""
-    max_wide_examples: int = 300_000
-    """Training rows used to fit the linear (logistic) path before the LSTM trains."""
-    wide_l2: float = 1e-4
-    wide_lr_factor: float = 0.1
-    """The linear path's learning rate, relative to `lr`, once the LSTM trains with it."""
-    forest_max_train_rows: int = 100_000
-    device: str = "auto"
-    """"auto" = CUDA when present, else CPU."""
-    torch_threads: int = 1
-    """Intra-op threads (0 = every core). 1 by default: a small LSTM batch gains little from more,
-    and with another busy process on a 2-core machine 2 threads ran 10x slower than 1 (spinning)."""
+    Every field carries its description, which the Dagster launchpad shows.
+    """
+
+    window: int = Field(20, description="K: classifications per window (the current one and up to K-1 earlier ones of the same user).")
+    epochs: int = Field(6, description="Most epochs after the linear start (epoch 0); early stopping usually ends sooner.")
+    patience: int = Field(2, description="Epochs without a lower validation loss before training stops.")
+    batch_size: int = Field(256, description="Windows per optimizer step.")
+    lr: float = Field(1e-3, description="AdamW learning rate.")
+    weight_decay: float = Field(0.05, description="AdamW weight decay.")
+    hidden_size: int = Field(32, description="LSTM hidden units per layer.")
+    num_layers: int = Field(2, description="Stacked LSTM layers.")
+    dropout: float = Field(0.3, description="Dropout between LSTM layers and in the head.")
+    seed: int = Field(0, description="Seed for numpy and torch: the same data and seed train the same model.")
+    train_fraction: float = Field(0.70, description="Share of the time line (by created_at) used for training.")
+    val_fraction: float = Field(0.15, description="Share used for validation (early stopping); the rest is the test period.")
+    max_train_examples: int | None = Field(
+        None,
+        description="Training examples drawn afresh for each epoch (null = all of them, reshuffled). All by default: "
+        "since the history enters as differences from the current step it no longer overfits within an epoch, and "
+        "full epochs reached a lower validation loss than 30k-example ones on the sample.",
+    )
+    max_val_examples: int = Field(40_000, description="Fixed random subset of the validation period used for early stopping.")
+    max_wide_examples: int = Field(300_000, description="Training rows used to fit the linear (logistic) path before the LSTM trains.")
+    wide_l2: float = Field(1e-4, description="L2 penalty of the linear path's L-BFGS fit.")
+    wide_lr_factor: float = Field(0.1, description="The linear path's learning rate, relative to `lr`, once the LSTM trains with it.")
+    forest_max_train_rows: int = Field(100_000, description="Training rows for the random-forest baseline (100 trees, depth 10).")
+    device: str = Field("auto", description='"auto" = CUDA when present, else CPU; or "cpu", "cuda".')
+    torch_threads: int = Field(
+        1,
+        description="Intra-op threads (0 = every core). 1 by default: a small LSTM batch gains little from more, and "
+        "with another busy process on a 2-core machine 2 threads ran 10x slower than 1 (spinning).",
+    )
 
 
 # --------------------------------------------------------------------------- data

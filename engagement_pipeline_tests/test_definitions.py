@@ -138,7 +138,7 @@ def test_contract_assets_groups_and_schedule():
     assert snapshot["assets"]["engagement_model"]["group"] == "training"
     assert snapshot["assets"]["user_predictions"]["group"] == "scoring"
 
-    (schedule,) = [s for s in snapshot["schedules"].values() if s["job"] in snapshot["jobs"]]
+    schedule = snapshot["schedules"]["nightly_scoring_schedule"]
     assert (schedule["cron"], schedule["timezone"]) == ("0 2 * * *", "UTC")
     assert snapshot["jobs"][schedule["job"]]["assets"] == ["user_predictions"]
 
@@ -235,3 +235,21 @@ def test_features_schema_marks_only_the_declared_nullable_columns():
     keys = {"classification_id", "user_key", "created_at"}
     assert nullable and not nullable & keys
     assert {column.name for column in schema.columns} > nullable | keys
+
+
+def test_the_nightly_refresh_ingests_and_rebuilds_the_models_an_hour_before_scoring(exports_dir):
+    from engagement_pipeline.definitions import defs
+    from engagement_pipeline.resources import Warehouse
+    from engagement_pipeline_tests.conftest import copy_real_exports
+
+    refresh = defs.resolve_schedule_def("nightly_refresh_schedule")
+    scoring = defs.resolve_schedule_def("nightly_scoring_schedule")
+    assert (refresh.cron_schedule, refresh.execution_timezone) == ("0 1 * * *", "UTC")
+    assert int(refresh.cron_schedule.split()[1]) < int(scoring.cron_schedule.split()[1])
+
+    copy_real_exports(exports_dir)
+    result = defs.resolve_job_def(refresh.job_name).execute_in_process()
+    assert result.success
+    with Warehouse().connect() as con:
+        assert con.execute("select count(*) from features").fetchone() == (2153,)
+        assert con.execute("select count(distinct horizon_minutes) from labels").fetchone() == (3,)
