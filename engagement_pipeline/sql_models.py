@@ -189,18 +189,18 @@ def build_model(con: duckdb.DuckDBPyConnection, model: SqlModel, variables: Mapp
         if not _MODEL_NAME.fullmatch(name):
             raise ValueError(f"not a variable name: {name!r}")
         con.execute(f"set variable {name} = ?", [value])
+    present = {name for (name,) in con.execute("select table_name from duckdb_tables()").fetchall()}
+    missing = [dep for dep in model.deps if dep not in present]
+    if missing:
+        raise MissingUpstreamError(
+            f"{model.name} reads {', '.join(missing)}, which the warehouse does not have yet: materialize its "
+            f"upstream assets first, e.g. --select '*{model.name}' (a leading + selects one layer only)."
+        )
     con.execute("begin transaction")
     try:
         con.execute(f'create or replace table "{model.name}" as\n{model.sql}')
         (rows,) = con.execute(f'select count(*) from "{model.name}"').fetchone()
         con.execute("commit")
-    except duckdb.CatalogException as error:
-        con.execute("rollback")
-        missing = ", ".join(model.deps)
-        raise MissingUpstreamError(
-            f"{model.name} reads {missing}, and one is not in the warehouse yet ({error.args[0].splitlines()[0]}): "
-            f"materialize its upstream assets first, e.g. --select '*{model.name}' (a leading + selects one layer only)."
-        ) from error
     except BaseException:
         con.execute("rollback")
         raise
