@@ -271,6 +271,10 @@ def ingest_file(con, path: Path, header: list[str], scan: FileScan, salt: str, s
         except (duckdb.IOException, OSError, EOFError) as error:
             # A truncated or corrupt gzip, a file that vanished or cannot be read: nothing was written yet.
             raise ExportFormatError(f"{path}: cannot be read to its end, nothing loaded from it: {error}") from error
+        except duckdb.InvalidInputException as error:
+            # DuckDB's CSV reader gave up on the file as a whole (not a row it could reject): nothing was written yet.
+            first_line = str(error).splitlines()[0]
+            raise ExportFormatError(f"{path}: cannot be parsed as CSV, nothing loaded from it: {first_line}") from error
         _number_lines(con, scan, result.rows_read)
         con.execute("set variable salt = ?", [salt])
         con.execute((SQL_DIR / "stage_rows.sql").read_text())

@@ -13,6 +13,7 @@ next to a valid file, privacy of the warehouse tables).
 
 import csv
 import datetime as dt
+import hashlib
 import gzip
 import io
 import json
@@ -27,7 +28,7 @@ from hypothesis import strategies as st
 from engagement_pipeline import ingest
 from engagement_pipeline.ingest import ExportFormatError
 from engagement_pipeline.resources import Warehouse, paths
-from engagement_pipeline_tests.conftest import MICHIGAN_EXPORT, csv_text, read_rows
+from engagement_pipeline_tests.conftest import MICHIGAN_EXPORT, copy_real_exports, csv_text, read_rows
 
 HEADER, ROWS = read_rows(MICHIGAN_EXPORT)
 COLUMN = {name: i for i, name in enumerate(HEADER)}
@@ -331,9 +332,12 @@ def test_the_same_classification_twice_in_one_file_keeps_the_first_line(warehous
 SALT = "property-test-salt"
 # Text as volunteers type it: any printable unicode, commas, quotes, newlines.
 # No NUL (a NUL byte marks a binary file) and no surrounding whitespace (trimmed).
+# No carriage return outside a CRLF pair: DuckDB's CSV reader (2.0.1) takes a lone
+# \r inside a quoted field of a \n-terminated file for a line break, and rejects the
+# row as malformed or refuses the file (a known limitation, tested below).
 free_text = st.text(
     st.characters(blacklist_categories=("Cs",), blacklist_characters="\x00"), max_size=30
-)
+).filter(lambda s: "\r" not in s.replace("\r\n", ""))
 user_names = free_text.filter(lambda s: s.strip() == s and s not in ("", "NA") and s.strip(" ") == s)
 
 
@@ -415,9 +419,24 @@ def test_random_valid_rows_survive_a_round_trip(case):
         if row["user_id"]:
             assert user_key == row["user_id"] and not is_anonymous
         else:
-            assert user_key.startswith("h:") and row["user_name"] not in user_key
+            # the salted one-way hash, computed here independently of the SQL
+            assert user_key == "h:" + hashlib.sha256((SALT + row["user_name"]).encode()).hexdigest()[:24]
             assert is_anonymous == row["user_name"].startswith("not-logged-in")
         # One key per volunteer, one volunteer per key: same name -> same hash, different -> different.
         identity = (row["user_id"], row["user_name"] if not row["user_id"] else "")
         assert identity_of_key.setdefault(user_key, identity) == identity
     assert len(identity_of_key) == len({(r["user_id"], "" if r["user_id"] else r["user_name"]) for r in rows})
+
+
+def test_a_lone_carriage_return_in_a_field_refuses_the_file_clearly(warehouse, exports_dir):
+    """A known limit of DuckDB's CSV reader (2.0.1): a lone \\r inside a quoted field of a \\n file
+    derails its parser. The file is refused with a message naming it, and nothing of it is stored."""
+    copy_real_exports(exports_dir)
+    run_ingest(warehouse, exports_dir)
+    header, rows = read_rows(MICHIGAN_EXPORT)
+    rows = [list(r) for r in rows[:4]]
+    rows[1][header.index("workflow_name")] = "before\rafter"
+    (exports_dir / "lone-cr.csv").write_text(csv_text(header, rows), newline="")
+    with pytest.raises(ExportFormatError, match=r"lone-cr\.csv: cannot be parsed as CSV, nothing loaded from it"):
+        run_ingest(warehouse, exports_dir)
+    assert query(warehouse, "select count(*) from classifications") == [(2153,)]
