@@ -18,7 +18,7 @@ import tempfile
 import time
 from pathlib import Path
 
-OUT = Path(__file__).resolve().parent / "out"
+from exports import OUT, cached_export  # benchmarks/exports.py, beside this script
 
 
 def run_ingest(export: Path, workdir: Path, memory_limit: str) -> None:
@@ -59,14 +59,7 @@ def main() -> None:
         print(json.dumps({"inner_seconds": time.perf_counter() - start, "peak_rss_mb": peak_mb}))
         return
 
-    from engagement_pipeline.sample_export import write_export
-
-    OUT.mkdir(exist_ok=True)
-    export = OUT / f"export-{args.rows}.csv"
-    if not export.exists():
-        started = time.perf_counter()
-        write_export(export, n_classifications=args.rows, seed=11)
-        print(f"generated {export} ({export.stat().st_size / 1e6:.0f} MB) in {time.perf_counter() - started:.1f}s")
+    export = cached_export(args.rows)
 
     results: dict[str, list[dict]] = {"ingest": [], "bare": []}
     for _ in range(args.repeats):

@@ -29,7 +29,7 @@ import threading
 import time
 from pathlib import Path
 
-OUT = Path(__file__).resolve().parent / "out"
+from exports import OUT, cached_export  # benchmarks/exports.py, beside this script
 
 
 def folder_bytes(folder: Path) -> int:
@@ -112,14 +112,7 @@ def main() -> None:
         print(json.dumps(run_child(args.export, args.workdir, args.memory_limit)))
         return
 
-    from engagement_pipeline.sample_export import write_export
-
-    OUT.mkdir(exist_ok=True)
-    export = OUT / f"export-{args.rows}.csv"
-    if not export.exists():
-        started = time.perf_counter()
-        write_export(export, n_classifications=args.rows, seed=11)
-        print(f"generated {export} in {time.perf_counter() - started:.1f}s", flush=True)
+    export = cached_export(args.rows)
     size_mb = export.stat().st_size / 1e6
     print(f"export: {args.rows:,} rows, {size_mb:,.0f} MB", flush=True)
 

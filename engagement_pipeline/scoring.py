@@ -69,8 +69,6 @@ class NoChampionError(RuntimeError):
 
 def find_champion(tracking: Tracking) -> ChampionVersion:
     """The version the `champion` alias points at; a clear error when there is none yet."""
-    import json
-
     from mlflow.exceptions import MlflowException
 
     client = tracking.client()
@@ -82,6 +80,13 @@ def find_champion(tracking: Tracking) -> ChampionVersion:
             f"No `{CHAMPION_ALIAS}` version of the registered model `{name}` in {tracking.uri()}: "
             "materialize the `engagement_model` asset first (it trains, registers and promotes a model)."
         ) from None
+    return champion_version(name, version)
+
+
+def champion_version(name: str, version) -> ChampionVersion:
+    """What a registered version expects, from the tags training wrote on it; KeyError/ValueError if they are missing."""
+    import json
+
     return ChampionVersion(
         name=name,
         version=int(version.version),

@@ -31,6 +31,7 @@ import numpy as np
 from pydantic import Field
 
 from engagement_pipeline.resources import CHAMPION_ALIAS, Tracking, Warehouse
+from engagement_pipeline.scoring import champion_version, load_model
 from engagement_pipeline.windows import FeatureMatrix, gather_windows, load_feature_matrix
 
 if TYPE_CHECKING:
@@ -543,27 +544,25 @@ def champion_predictions(
     cannot be evaluated here, and cannot score either (scoring needs the same
     features): it is no longer a usable champion.
     """
-    import mlflow
     from mlflow.exceptions import MlflowException
 
     try:
         version = client.get_model_version_by_alias(model_name, CHAMPION_ALIAS)
     except MlflowException:
         return None, None, [], "no champion yet"
-    tags, number = version.tags, str(version.version)
+    number = str(version.version)
     try:
-        names = json.loads(tags["feature_names"])
-        window = int(tags["window"])
-        champion_horizons = [int(h) for h in json.loads(tags["horizons"])]
+        expects = champion_version(model_name, version)
     except (KeyError, ValueError) as error:
         return number, None, [], f"champion v{number} lacks compatibility tags ({error})"
+    window, champion_horizons = expects.window, expects.horizons
     common = [h for h in champion_horizons if h in horizons]
-    if names != matrix.feature_names or not common:
+    if expects.feature_names != matrix.feature_names or not common:
         why = "no horizon in common"
-        if names != matrix.feature_names:
+        if expects.feature_names != matrix.feature_names:
             why = "it was trained on other features than the current table"
         return number, None, [], f"champion v{number} cannot be evaluated (or used for scoring) here: {why}"
-    champion = mlflow.pyfunc.load_model(f"models:/{model_name}/{number}")  # pinned: the alias may move meanwhile
+    champion = load_model(expects)  # pinned by version: the alias may move meanwhile
     p = np.concatenate(
         [champion.predict(gather_windows(matrix, rows[i : i + 4096], window)) for i in range(0, len(rows), 4096)]
     )
