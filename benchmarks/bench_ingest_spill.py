@@ -123,7 +123,9 @@ def main() -> None:
 
     a, b = runs["a"], runs["b"]
     if a.get("failed"):
-        raise SystemExit(f"the ingest under memory_limit {args.memory_limit} FAILED (exit {a['returncode']}):\n{a['stderr']}")
+        raise SystemExit(
+            f"the ingest under memory_limit {args.memory_limit} FAILED (exit {a['returncode']}):\n{a['stderr']}"
+        )
     complete = a["stored"] == args.rows and a["rejected"] == 0
     print()
     print("| | memory_limit | time | peak RSS | peak spill (temp_directory) | rows stored |")
@@ -136,7 +138,9 @@ def main() -> None:
             f"| ({label}) | {run['duckdb_memory_limit']} | {run['seconds']:.1f} s | {run['peak_rss_mb']:,.0f} MB | "
             f"{run['peak_spill_mb']:,.0f} MB | {run['stored']:,} |"
         )
-    print(f"file / memory_limit: {size_mb / _parse_mb(args.memory_limit):.1f}x; every row stored under the limit: {complete}")
+    print(
+        f"file / memory_limit: {size_mb / _parse_mb(args.memory_limit):.1f}x; every row stored under the limit: {complete}"
+    )
     if not b.get("failed"):
         print(f"a/b time: {a['seconds'] / b['seconds']:.2f}   a/b peak RSS: {a['peak_rss_mb'] / b['peak_rss_mb']:.2f}")
 

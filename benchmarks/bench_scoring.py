@@ -65,7 +65,9 @@ def write_day(path: Path, users: int, history: int, feature_names: list[str]) ->
             """,
             [history, f"{DAY} 00:00:00+00", history, history, users * history],
         )
-        con.execute("create or replace table classifications as select classification_id, user_key, created_at from features")
+        con.execute(
+            "create or replace table classifications as select classification_id, user_key, created_at from features"
+        )
 
 
 def peak_rss_mb() -> float:

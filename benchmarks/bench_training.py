@@ -63,7 +63,12 @@ def throughput(db: Path, config: TrainingConfig, n_batches: int, repeats: int) -
     scaling = fit_scaling(data.matrix.X[split.train])
     torch.manual_seed(0)
     model = EngagementLSTM(
-        len(data.matrix.feature_names), len(data.horizons), scaling, config.hidden_size, config.num_layers, config.dropout
+        len(data.matrix.feature_names),
+        len(data.horizons),
+        scaling,
+        config.hidden_size,
+        config.num_layers,
+        config.dropout,
     )
     optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
     prebuilt = [
@@ -151,16 +156,28 @@ def main(argv: list[str] | None = None) -> int:
         db = Path(folder) / "warehouse.duckdb"
         started = time.perf_counter()
         subprocess.run(
-            [sys.executable, "-c", f"from pathlib import Path; import sys; sys.path.insert(0, {str(ROOT)!r}); "
-             f"from engagement_pipeline_tests.training_fixtures import make_warehouse; "
-             f"make_warehouse(Path({str(db)!r}), n_rows={args.rows})"],
+            [
+                sys.executable,
+                "-c",
+                f"from pathlib import Path; import sys; sys.path.insert(0, {str(ROOT)!r}); "
+                f"from engagement_pipeline_tests.training_fixtures import make_warehouse; "
+                f"make_warehouse(Path({str(db)!r}), n_rows={args.rows})",
+            ],
             check=True,
         )
         print(f"synthetic warehouse: {args.rows:,} rows in {time.perf_counter() - started:.1f}s", flush=True)
         if args.rss:
-            command = [sys.executable, __file__, "--child", str(db), "--max-train-examples", str(args.max_train_examples)]
-            output = subprocess.run(command + (["--baselines"] if args.baselines else []), check=True,
-                                    capture_output=True, text=True).stdout
+            command = [
+                sys.executable,
+                __file__,
+                "--child",
+                str(db),
+                "--max-train-examples",
+                str(args.max_train_examples),
+            ]
+            output = subprocess.run(
+                command + (["--baselines"] if args.baselines else []), check=True, capture_output=True, text=True
+            ).stdout
             print(output.strip().splitlines()[-1])
         else:
             print(json.dumps(throughput(db, config, args.batches, args.repeats)))

@@ -15,5 +15,8 @@ def cached_export(rows: int, seed: int = 11) -> Path:
     if not export.exists():
         started = time.perf_counter()
         write_export(export, n_classifications=rows, seed=seed)
-        print(f"generated {export} ({export.stat().st_size / 1e6:.0f} MB) in {time.perf_counter() - started:.1f}s", flush=True)
+        print(
+            f"generated {export} ({export.stat().st_size / 1e6:.0f} MB) in {time.perf_counter() - started:.1f}s",
+            flush=True,
+        )
     return export

@@ -106,7 +106,8 @@ def _materialize(scoring: bool, partition_key: str | None = None) -> None:
             if event.is_step_failure
         ]
         raise SystemExit(
-            f"Run {result.run_id} failed in " + "; ".join(reasons or ["(no step failed: see the run)"])
+            f"Run {result.run_id} failed in "
+            + "; ".join(reasons or ["(no step failed: see the run)"])
             + "\nSee the run in the Dagster UI (engagement dagster-ui)."
         )
 

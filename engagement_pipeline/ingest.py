@@ -18,12 +18,10 @@ One road for every file under the exports folder (`*.csv`, `*.csv.gz`, recursive
 salted hash: neither reaches any table (CONTRACT.md, Privacy).
 """
 
-
 import codecs
 import csv
 import gzip
 import hashlib
-import io
 import os
 import secrets
 import tempfile
@@ -344,8 +342,15 @@ def ingest_file(con, path: Path, header: list[str], scan: FileScan, salt: str, s
         result.rows_read += parser_rejects
         con.execute(
             "insert or replace into ingested_files values (?, ?, ?, ?, ?, ?, ?, now())",
-            [scan.sha256, str(path), path.stat().st_size, result.rows_read, result.rows_inserted,
-             result.rows_duplicate, result.rows_rejected],
+            [
+                scan.sha256,
+                str(path),
+                path.stat().st_size,
+                result.rows_read,
+                result.rows_inserted,
+                result.rows_duplicate,
+                result.rows_rejected,
+            ],
         )
         con.execute("commit")
     except BaseException:
@@ -518,12 +523,14 @@ def ingest_classifications(context: dg.AssetExecutionContext, warehouse: Warehou
         yield dg.MaterializeResult(asset_key=key, metadata=results[key.to_user_string()])
 
 
-@dg.asset_check(asset="classifications", description="classification_id is unique (exports are snapshots: each id stored once).")
+@dg.asset_check(
+    asset="classifications", description="classification_id is unique (exports are snapshots: each id stored once)."
+)
 def classification_id_unique(warehouse: Warehouse) -> dg.AssetCheckResult:
     with warehouse.connect() as con:
-        duplicates = con.execute(
-            "select count(*) - count(distinct classification_id) from classifications"
-        ).fetchone()[0]
+        duplicates = con.execute("select count(*) - count(distinct classification_id) from classifications").fetchone()[
+            0
+        ]
     return dg.AssetCheckResult(passed=duplicates == 0, metadata={"duplicate_ids": duplicates})
 
 

@@ -80,6 +80,7 @@ from __future__ import annotations
 
 import argparse
 import gzip
+import json
 import os
 import sys
 import time
@@ -214,29 +215,167 @@ _TZ_WEIGHT = np.array([tz[1] for tz in _TIME_ZONES])
 _LANGUAGES = tuple(sorted({lang for tz in _TIME_ZONES for lang in tz[2]}))
 
 _NAME_HEADS = (
-    "amber", "arctic", "autumn", "blue", "bright", "cedar", "clever", "coral", "crimson", "dusty",
-    "eager", "ember", "fern", "forest", "gentle", "golden", "granite", "hazel", "honey", "indigo",
-    "ivy", "jade", "juniper", "kestrel", "lunar", "maple", "marsh", "meadow", "misty", "moss",
-    "night", "north", "ocean", "olive", "pebble", "pine", "prairie", "quiet", "rainy", "river",
-    "rowan", "rusty", "sage", "savanna", "silver", "sky", "snowy", "solar", "spruce", "star",
-    "stone", "storm", "sunny", "swift", "thistle", "tidal", "willow", "winter", "wild", "zephyr",
-    "anna", "ben", "carla", "dave", "elena", "farid", "greta", "hiro", "ines", "jonas",
-    "kate", "liam", "maya", "nils", "omar", "priya", "rosa", "sam", "tomas", "yuki",
+    "amber",
+    "arctic",
+    "autumn",
+    "blue",
+    "bright",
+    "cedar",
+    "clever",
+    "coral",
+    "crimson",
+    "dusty",
+    "eager",
+    "ember",
+    "fern",
+    "forest",
+    "gentle",
+    "golden",
+    "granite",
+    "hazel",
+    "honey",
+    "indigo",
+    "ivy",
+    "jade",
+    "juniper",
+    "kestrel",
+    "lunar",
+    "maple",
+    "marsh",
+    "meadow",
+    "misty",
+    "moss",
+    "night",
+    "north",
+    "ocean",
+    "olive",
+    "pebble",
+    "pine",
+    "prairie",
+    "quiet",
+    "rainy",
+    "river",
+    "rowan",
+    "rusty",
+    "sage",
+    "savanna",
+    "silver",
+    "sky",
+    "snowy",
+    "solar",
+    "spruce",
+    "star",
+    "stone",
+    "storm",
+    "sunny",
+    "swift",
+    "thistle",
+    "tidal",
+    "willow",
+    "winter",
+    "wild",
+    "zephyr",
+    "anna",
+    "ben",
+    "carla",
+    "dave",
+    "elena",
+    "farid",
+    "greta",
+    "hiro",
+    "ines",
+    "jonas",
+    "kate",
+    "liam",
+    "maya",
+    "nils",
+    "omar",
+    "priya",
+    "rosa",
+    "sam",
+    "tomas",
+    "yuki",
 )
 _NAME_TAILS = (
-    "badger", "bat", "bear", "beetle", "birder", "crane", "deer", "eagle", "falcon", "finch",
-    "fox", "gazelle", "gecko", "hare", "hawk", "heron", "ibis", "impala", "jackal", "kudu",
-    "lark", "lemur", "lion", "lynx", "marten", "mole", "moth", "newt", "otter", "owl",
-    "panda", "pika", "puffin", "quail", "raven", "robin", "seal", "shrike", "sloth", "spotter",
-    "stoat", "stork", "swan", "tern", "tiger", "toad", "vole", "walker", "watcher", "wren",
-    "smith", "jones", "garcia", "muller", "rossi", "tanaka", "kumar", "silva", "novak", "berg",
+    "badger",
+    "bat",
+    "bear",
+    "beetle",
+    "birder",
+    "crane",
+    "deer",
+    "eagle",
+    "falcon",
+    "finch",
+    "fox",
+    "gazelle",
+    "gecko",
+    "hare",
+    "hawk",
+    "heron",
+    "ibis",
+    "impala",
+    "jackal",
+    "kudu",
+    "lark",
+    "lemur",
+    "lion",
+    "lynx",
+    "marten",
+    "mole",
+    "moth",
+    "newt",
+    "otter",
+    "owl",
+    "panda",
+    "pika",
+    "puffin",
+    "quail",
+    "raven",
+    "robin",
+    "seal",
+    "shrike",
+    "sloth",
+    "spotter",
+    "stoat",
+    "stork",
+    "swan",
+    "tern",
+    "tiger",
+    "toad",
+    "vole",
+    "walker",
+    "watcher",
+    "wren",
+    "smith",
+    "jones",
+    "garcia",
+    "muller",
+    "rossi",
+    "tanaka",
+    "kumar",
+    "silva",
+    "novak",
+    "berg",
 )
 _NAME_JOINERS = ("", "", "_", ".", "-")
 
 _MONTHS = ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec")
 _SURVEY_CHOICES = (
-    "ZEBRA", "WILDEBEEST", "IMPALA", "GAZELLETHOMSONS", "ELEPHANT", "GIRAFFE", "BUFFALO",
-    "WARTHOG", "LIONFEMALE", "HYENASPOTTED", "BABOON", "HARTEBEEST", "TOPI", "HUMAN",
+    "ZEBRA",
+    "WILDEBEEST",
+    "IMPALA",
+    "GAZELLETHOMSONS",
+    "ELEPHANT",
+    "GIRAFFE",
+    "BUFFALO",
+    "WARTHOG",
+    "LIONFEMALE",
+    "HYENASPOTTED",
+    "BABOON",
+    "HARTEBEEST",
+    "TOPI",
+    "HUMAN",
 )
 _SURVEY_COUNTS = ("1", "2", "3", "4", "5", "610", "MANY")
 
@@ -253,10 +392,8 @@ def _annotation_templates() -> tuple[list[str], np.ndarray, np.ndarray]:
     for choice in _SURVEY_CHOICES:
         for count in _SURVEY_COUNTS:
             for young in ("NO", "NO", "YES"):
-                per_kind[1].append(
-                    '[{"task":"T0","value":[{"choice":"%s","answers":{"HOWMANY":"%s","YOUNGPRESENT":"%s"},'
-                    '"filters":{}}]}]' % (choice, count, young)
-                )
+                answer = {"choice": choice, "answers": {"HOWMANY": count, "YOUNGPRESENT": young}, "filters": {}}
+                per_kind[1].append(json.dumps([{"task": "T0", "value": [answer]}], separators=(",", ":")))
     per_kind[1].append('[{"task":"T0","value":[{"choice":"NOTHINGHERE","answers":{},"filters":{}}]}]')
     t = (
         '[{"task":"T0","task_label":"Transcribe the date and time printed on the image.","value":"%s"},'
@@ -716,15 +853,26 @@ _COLUMNS: tuple[tuple[str, tuple, bool], ...] = (
     (
         "metadata",
         (
-            '{"source":"api","session":"', _Sql("session::VARCHAR"),
-            '","feedback":{},"revision":"', _Sql("revision::VARCHAR"),
-            '","viewport":{"width":', _Sql("vp_w::VARCHAR"), ',"height":', _Sql("vp_h::VARCHAR"),
-            '},"started_at":"', _ts("started", _ISO),
-            '","user_agent":"', _Sql("ua::VARCHAR"),
-            '","utc_offset":"', _Sql("utc_offset::VARCHAR"),
-            '","finished_at":"', _ts("finished", _ISO),
-            '","live_project":true,"user_language":"', _Sql("lang::VARCHAR"),
-            '","user_group_ids":[],"subject_flagged":', _Sql("CASE WHEN flagged THEN 'true' ELSE 'false' END"),
+            '{"source":"api","session":"',
+            _Sql("session::VARCHAR"),
+            '","feedback":{},"revision":"',
+            _Sql("revision::VARCHAR"),
+            '","viewport":{"width":',
+            _Sql("vp_w::VARCHAR"),
+            ',"height":',
+            _Sql("vp_h::VARCHAR"),
+            '},"started_at":"',
+            _ts("started", _ISO),
+            '","user_agent":"',
+            _Sql("ua::VARCHAR"),
+            '","utc_offset":"',
+            _Sql("utc_offset::VARCHAR"),
+            '","finished_at":"',
+            _ts("finished", _ISO),
+            '","live_project":true,"user_language":"',
+            _Sql("lang::VARCHAR"),
+            '","user_group_ids":[],"subject_flagged":',
+            _Sql("CASE WHEN flagged THEN 'true' ELSE 'false' END"),
             ',"classifier_version":"2.0"}',
         ),
         True,
@@ -733,8 +881,15 @@ _COLUMNS: tuple[tuple[str, tuple, bool], ...] = (
     (
         "subject_data",
         (
-            '{"', _Sql("subject::VARCHAR"), '":{"retired":null,"#camera":"CAM', _CAMERA,
-            '","Filename":"CAM', _CAMERA, "_IMG_", _Sql("lpad((subject % 10000)::VARCHAR, 4, '0')"), '.JPG"}}',
+            '{"',
+            _Sql("subject::VARCHAR"),
+            '":{"retired":null,"#camera":"CAM',
+            _CAMERA,
+            '","Filename":"CAM',
+            _CAMERA,
+            "_IMG_",
+            _Sql("lpad((subject % 10000)::VARCHAR, 4, '0')"),
+            '.JPG"}}',
         ),
         True,
     ),
@@ -749,15 +904,26 @@ _ANNOTATION_BRANCHES = (
     (
         None,
         (
-            _DRAW_LABEL + '{"x":', _cents("box_x"), ',"y":', _cents("box_y"), ',"tool":0,"frame":0,"width":',
-            _cents("box_w"), ',"height":', _cents("box_h"), ',"details":[],"tool_label":"Animal"}]}]',
+            _DRAW_LABEL + '{"x":',
+            _cents("box_x"),
+            ',"y":',
+            _cents("box_y"),
+            ',"tool":0,"frame":0,"width":',
+            _cents("box_w"),
+            ',"height":',
+            _cents("box_h"),
+            ',"details":[],"tool_label":"Animal"}]}]',
         ),
     ),
 )
 
 _PLAIN_VALUES = (
-    [w.name for w in _WORKFLOWS] + [v for w in _WORKFLOWS for v in w.versions] + list(_NAME_HEADS)
-    + list(_NAME_TAILS) + list(_NAME_JOINERS) + list(_LANGUAGES)
+    [w.name for w in _WORKFLOWS]
+    + [v for w in _WORKFLOWS for v in w.versions]
+    + list(_NAME_HEADS)
+    + list(_NAME_TAILS)
+    + list(_NAME_JOINERS)
+    + list(_LANGUAGES)
 )
 assert not any(ch in v for v in _PLAIN_VALUES for ch in '",\n\r'), "a plain field would need CSV quoting"
 assert not any('"' in a or "\\" in a for dv in _USER_AGENTS for a in dv)
@@ -867,17 +1033,13 @@ def _write(path: Path, n_classifications: int, seed: int) -> tuple[Path, _Simula
     return path, sim
 
 
-def write_export(
-    path: Path, n_classifications: int = DEFAULT_CLASSIFICATIONS, seed: int = DEFAULT_SEED
-) -> Path:
+def write_export(path: Path, n_classifications: int = DEFAULT_CLASSIFICATIONS, seed: int = DEFAULT_SEED) -> Path:
     """Write a classification export CSV (gzip when the name ends with .gz), atomically."""
     return _write(path, n_classifications, seed)[0]
 
 
 def _has_export(folder: Path) -> bool:
-    return any(
-        p.is_file() and (p.name.endswith(".csv") or p.name.endswith(".csv.gz")) for p in folder.rglob("*")
-    )
+    return any(p.is_file() and (p.name.endswith(".csv") or p.name.endswith(".csv.gz")) for p in folder.rglob("*"))
 
 
 def ensure_sample_exports(folder: Path) -> Path:

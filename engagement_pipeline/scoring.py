@@ -107,7 +107,9 @@ def load_champion(tracking: Tracking) -> Champion:
     return load_model(find_champion(tracking))
 
 
-def read_day(con, day_start: dt.datetime, day_end: dt.datetime, window: int) -> tuple[FeatureMatrix, dict[str, np.ndarray]]:
+def read_day(
+    con, day_start: dt.datetime, day_end: dt.datetime, window: int
+) -> tuple[FeatureMatrix, dict[str, np.ndarray]]:
     """The users active in [day_start, day_end) and their last `window` classifications before day_end."""
     con.execute(
         """
@@ -166,7 +168,7 @@ def predictions_table(champion: Champion, matrix: FeatureMatrix, active: dict, a
     }
     for j, horizon in enumerate(champion.horizons):
         columns[f"p_continue_{horizon}m"] = pa.array(probabilities[:, j], type=pa.float64())
-    scored_at = int(dt.datetime.now(dt.timezone.utc).timestamp() * 1_000_000)
+    scored_at = int(dt.datetime.now(dt.UTC).timestamp() * 1_000_000)
     columns["model_name"] = pa.array([champion.name] * n, type=pa.string())
     columns["model_version"] = pa.array(np.full(n, champion.version, dtype=np.int64), type=pa.int64())
     columns["scored_at"] = pa.array(np.full(n, scored_at, dtype=np.int64), type=utc_us)
@@ -244,7 +246,9 @@ PREDICTIONS_SCHEMA = dg.TableSchema(
     check_specs=[
         dg.AssetCheckSpec("one_row_per_user", asset="user_predictions", description="user_key is unique in the file."),
         dg.AssetCheckSpec(
-            "probabilities_in_unit_interval", asset="user_predictions", description="Every p_continue_* is within [0, 1]."
+            "probabilities_in_unit_interval",
+            asset="user_predictions",
+            description="Every p_continue_* is within [0, 1].",
         ),
         dg.AssetCheckSpec(
             "row_count_matches_active_users",

@@ -25,10 +25,11 @@ orchestrates:
 import hashlib
 import json
 import re
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from graphlib import TopologicalSorter
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any
 
 import dagster as dg
 import duckdb

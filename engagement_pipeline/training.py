@@ -15,16 +15,16 @@ torch, sklearn, mlflow and matplotlib are imported inside the functions that
 use them: this module is imported by definitions.py, which must load fast.
 """
 
-
 import io
 import json
 import os
 import tempfile
 import time
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Callable
+from typing import TYPE_CHECKING
 
 import dagster as dg
 import numpy as np
@@ -35,8 +35,6 @@ from engagement_pipeline.scoring import champion_version, load_model
 from engagement_pipeline.windows import FeatureMatrix, gather_windows, load_feature_matrix
 
 if TYPE_CHECKING:
-    import torch
-
     from engagement_pipeline.model import EngagementLSTM, Scaling
 
 BASELINES = ("base_rate", "logistic", "gbdt", "random_forest")
@@ -54,8 +52,12 @@ class TrainingConfig(dg.Config):
     Every field carries its description, which the Dagster launchpad shows.
     """
 
-    window: int = Field(20, description="K: classifications per window (the current one and up to K-1 earlier ones of the same user).")
-    epochs: int = Field(6, description="Most epochs after the linear start (epoch 0); early stopping usually ends sooner.")
+    window: int = Field(
+        20, description="K: classifications per window (the current one and up to K-1 earlier ones of the same user)."
+    )
+    epochs: int = Field(
+        6, description="Most epochs after the linear start (epoch 0); early stopping usually ends sooner."
+    )
     patience: int = Field(2, description="Epochs without a lower validation loss before training stops.")
     batch_size: int = Field(256, description="Windows per optimizer step.")
     lr: float = Field(1e-3, description="AdamW learning rate.")
@@ -65,18 +67,28 @@ class TrainingConfig(dg.Config):
     dropout: float = Field(0.3, description="Dropout between LSTM layers and in the head.")
     seed: int = Field(0, description="Seed for numpy and torch: the same data and seed train the same model.")
     train_fraction: float = Field(0.70, description="Share of the time line (by created_at) used for training.")
-    val_fraction: float = Field(0.15, description="Share used for validation (early stopping); the rest is the test period.")
+    val_fraction: float = Field(
+        0.15, description="Share used for validation (early stopping); the rest is the test period."
+    )
     max_train_examples: int | None = Field(
         None,
         description="Training examples drawn afresh for each epoch (null = all of them, reshuffled). All by default: "
         "since the history enters as differences from the current step it no longer overfits within an epoch, and "
         "full epochs reached a lower validation loss than 30k-example ones on the sample.",
     )
-    max_val_examples: int = Field(40_000, description="Fixed random subset of the validation period used for early stopping.")
-    max_wide_examples: int = Field(300_000, description="Training rows used to fit the linear (logistic) path before the LSTM trains.")
+    max_val_examples: int = Field(
+        40_000, description="Fixed random subset of the validation period used for early stopping."
+    )
+    max_wide_examples: int = Field(
+        300_000, description="Training rows used to fit the linear (logistic) path before the LSTM trains."
+    )
     wide_l2: float = Field(1e-4, description="L2 penalty of the linear path's L-BFGS fit.")
-    wide_lr_factor: float = Field(0.1, description="The linear path's learning rate, relative to `lr`, once the LSTM trains with it.")
-    forest_max_train_rows: int = Field(100_000, description="Training rows for the random-forest baseline (100 trees, depth 10).")
+    wide_lr_factor: float = Field(
+        0.1, description="The linear path's learning rate, relative to `lr`, once the LSTM trains with it."
+    )
+    forest_max_train_rows: int = Field(
+        100_000, description="Training rows for the random-forest baseline (100 trees, depth 10)."
+    )
     device: str = Field("auto", description='"auto" = CUDA when present, else CPU; or "cpu", "cuda".')
     torch_threads: int = Field(
         1,
@@ -704,7 +716,9 @@ def run_training(data: Dataset, config: TrainingConfig, tracking: Tracking, log=
 
         def on_epoch(row: dict) -> None:
             aucs = {f"val_roc_auc_{w}m": row[f"val_roc_auc_{h}"] for h, w in enumerate(horizons)}
-            mlflow.log_metrics({"train_loss": row["train_loss"], "val_loss": row["val_loss"], **aucs}, step=row["epoch"])
+            mlflow.log_metrics(
+                {"train_loss": row["train_loss"], "val_loss": row["val_loss"], **aucs}, step=row["epoch"]
+            )
             auc_text = ", ".join(f"val ROC-AUC {w}m {row[f'val_roc_auc_{h}']:.4f}" for h, w in enumerate(horizons))
             which = " (the linear path alone)" if row["epoch"] == 0 else ""
             say(
@@ -747,7 +761,9 @@ def run_training(data: Dataset, config: TrainingConfig, tracking: Tracking, log=
             "run_id": run.info.run_id,
         }
         version = str(mlflow.register_model(info.model_uri, tracking.registered_model_name, tags=model_tags).version)
-        promotion = promote(client, tracking.registered_model_name, version, matrix, split.test, y_test, p_lstm, horizons)
+        promotion = promote(
+            client, tracking.registered_model_name, version, matrix, split.test, y_test, p_lstm, horizons
+        )
         say(f"registered version {version}: {promotion.reason}")
         mlflow.set_tags({"registered_version": version, "champion_decision": promotion.reason})
         mlflow.log_metrics(
@@ -770,8 +786,12 @@ def run_training(data: Dataset, config: TrainingConfig, tracking: Tracking, log=
             (root / "metrics.md").write_text(frame_markdown(table))
             (root / "features.json").write_text(
                 json.dumps(
-                    {"feature_names": matrix.feature_names, "window": window, "horizons": horizons,
-                     "scaling": scaling.to_json(matrix.feature_names)},
+                    {
+                        "feature_names": matrix.feature_names,
+                        "window": window,
+                        "horizons": horizons,
+                        "scaling": scaling.to_json(matrix.feature_names),
+                    },
                     indent=2,
                 )
             )
@@ -830,10 +850,15 @@ def engagement_model(
 ) -> dg.MaterializeResult:
     with warehouse.connect(log=context.log) as con:  # released before training starts
         data = load_dataset(con)
-    context.log.info(f"{len(data.matrix):,} classifications, {len(data.matrix.feature_names)} features, horizons {data.horizons}")
+    context.log.info(
+        f"{len(data.matrix):,} classifications, {len(data.matrix.feature_names)} features, horizons {data.horizons}"
+    )
     result = run_training(data, config, tracking, log=context.log)
     promotion = result.promotion
-    lstm_auc = {f"test_roc_auc_{w}m": dg.MetadataValue.float(result.metrics.get(f"test_roc_auc_{w}m", float("nan"))) for w in result.horizons}
+    lstm_auc = {
+        f"test_roc_auc_{w}m": dg.MetadataValue.float(result.metrics.get(f"test_roc_auc_{w}m", float("nan")))
+        for w in result.horizons
+    }
     return dg.MaterializeResult(
         metadata={
             "mlflow_run": dg.MetadataValue.url(result.run_url),

@@ -62,7 +62,7 @@ class Run:
     log_path: Path
 
     @classmethod
-    def start(cls, argv: list[str], env: dict[str, str], log_path: Path) -> "Run":
+    def start(cls, argv: list[str], env: dict[str, str], log_path: Path) -> Run:
         log = open(log_path, "wb")
         try:
             # Its own process group, so a kill reaches anything it started and nothing else.
@@ -79,7 +79,9 @@ class Run:
         deadline = time.monotonic() + timeout_s
         while not re.search(pattern, self.log()):
             if self.process.poll() is not None:
-                raise AssertionError(f"process ended (rc {self.process.returncode}) before {pattern!r}:\n{self.log()[-3000:]}")
+                raise AssertionError(
+                    f"process ended (rc {self.process.returncode}) before {pattern!r}:\n{self.log()[-3000:]}"
+                )
             if time.monotonic() > deadline:
                 self.kill()
                 raise AssertionError(f"{pattern!r} not seen in {timeout_s}s:\n{self.log()[-3000:]}")
@@ -176,7 +178,9 @@ def champion(home: Path) -> tuple[str | None, int]:
             "select version from registered_model_aliases where name = ? and alias = ?",
             [REGISTERED_MODEL_NAME, CHAMPION_ALIAS],
         ).fetchone()
-        (versions,) = con.execute("select count(*) from model_versions where name = ?", [REGISTERED_MODEL_NAME]).fetchone()
+        (versions,) = con.execute(
+            "select count(*) from model_versions where name = ?", [REGISTERED_MODEL_NAME]
+        ).fetchone()
     return (str(alias[0]) if alias else None), versions
 
 

@@ -13,8 +13,8 @@ next to a valid file, privacy of the warehouse tables).
 
 import csv
 import datetime as dt
-import hashlib
 import gzip
+import hashlib
 import io
 import json
 import tempfile
@@ -92,7 +92,9 @@ def test_a_file_that_is_not_an_export_fails_naming_it_and_stores_nothing(warehou
 
     with pytest.raises(ExportFormatError, match=rf"b-bad\.csv.*{problem}"):
         run_ingest(warehouse, exports_dir)
-    assert query(warehouse, "select (select count(*) from classifications), (select count(*) from ingested_files)") == [(0, 0)]
+    assert query(warehouse, "select (select count(*) from classifications), (select count(*) from ingested_files)") == [
+        (0, 0)
+    ]
 
     # Fixed (removed) and run again: the valid file loads.
     (exports_dir / "b-bad.csv").unlink()
@@ -214,13 +216,13 @@ def test_created_at_in_other_formats_and_offsets_is_stored_in_utc(warehouse, exp
     run_ingest(warehouse, exports_dir)
 
     stored = dict(query(warehouse, "select classification_id, created_at from classifications"))
-    expected = {1000 + i: CREATED_AT_FORMATS[t].replace(tzinfo=dt.timezone.utc) for i, t in enumerate(texts)}
+    expected = {1000 + i: CREATED_AT_FORMATS[t].replace(tzinfo=dt.UTC) for i, t in enumerate(texts)}
     assert stored == expected
     assert query(warehouse, "select count(*) from rejected_rows") == [(0,)]
 
 
 def _days_from_now(days: int) -> str:
-    return (dt.datetime.now(dt.timezone.utc) + dt.timedelta(days=days)).strftime("%Y-%m-%d %H:%M:%S UTC")
+    return (dt.datetime.now(dt.UTC) + dt.timedelta(days=days)).strftime("%Y-%m-%d %H:%M:%S UTC")
 
 
 IMPLAUSIBLE_DATES = {
@@ -251,7 +253,8 @@ def test_dates_in_the_future_or_before_zooniverse_are_rejected(warehouse, export
     assert [line for line, _ in got] == [i + 2 for i in range(len(texts))]
     assert [reason.startswith(IMPLAUSIBLE_DATES[t]) for (_, reason), t in zip(got, texts)] == [True] * len(texts)
     assert query(warehouse, "select classification_id from classifications order by 1") == [
-        (1000 + len(texts),), (1001 + len(texts),)
+        (1000 + len(texts),),
+        (1001 + len(texts),),
     ]
 
 
@@ -309,7 +312,9 @@ def test_the_same_classification_in_two_files_keeps_the_first_file_ingested(ware
     assert got == [("111", 1, "2017-01-06 20:36:55+00", "2017-01.csv")]
 
     # A later run with a file that sorts before both still does not replace what is stored.
-    (exports_dir / "2016-12.csv").write_text(csv_text(HEADER, [_variant(ROWS[0], "2017-01-05 00:00:00 UTC", "333", "3")]))
+    (exports_dir / "2016-12.csv").write_text(
+        csv_text(HEADER, [_variant(ROWS[0], "2017-01-05 00:00:00 UTC", "333", "3")])
+    )
     report = run_ingest(warehouse, exports_dir)
     assert [(Path(f.path).name, f.skipped, f.rows_duplicate) for f in report.files][0] == ("2016-12.csv", False, 1)
     assert query(warehouse, "select user_key from classifications where classification_id = ?", [IDS[0]]) == [("111",)]
@@ -322,9 +327,9 @@ def test_the_same_classification_twice_in_one_file_keeps_the_first_line(warehous
     (exports_dir / "export.csv").write_text(csv_text(HEADER, rows))
     (result,) = run_ingest(warehouse, exports_dir).files
     assert (result.rows_read, result.rows_inserted, result.rows_duplicate) == (3, 2, 1)
-    assert query(warehouse, "select user_key, source_line from classifications where classification_id = ?", [IDS[0]]) == [
-        ("111", 2)
-    ]
+    assert query(
+        warehouse, "select user_key, source_line from classifications where classification_id = ?", [IDS[0]]
+    ) == [("111", 2)]
 
 
 # ----------------------------------------------------------------------------- property: a round trip
@@ -335,9 +340,9 @@ SALT = "property-test-salt"
 # No carriage return outside a CRLF pair: DuckDB's CSV reader (2.0.1) takes a lone
 # \r inside a quoted field of a \n-terminated file for a line break, and rejects the
 # row as malformed or refuses the file (a known limitation, tested below).
-free_text = st.text(
-    st.characters(blacklist_categories=("Cs",), blacklist_characters="\x00"), max_size=30
-).filter(lambda s: "\r" not in s.replace("\r\n", ""))
+free_text = st.text(st.characters(blacklist_categories=("Cs",), blacklist_characters="\x00"), max_size=30).filter(
+    lambda s: "\r" not in s.replace("\r\n", "")
+)
 user_names = free_text.filter(lambda s: s.strip() == s and s not in ("", "NA") and s.strip(" ") == s)
 
 
@@ -413,9 +418,13 @@ def test_random_valid_rows_survive_a_round_trip(case):
     identity_of_key: dict[str, tuple] = {}
     for row in rows:
         _, created_at, user_key, is_anonymous, workflow_id, subject_ids, source_line = by_id[row["classification_id"]]
-        expected_time = dt.datetime.strptime(row["created_at"], "%Y-%m-%d %H:%M:%S UTC").replace(tzinfo=dt.timezone.utc)
+        expected_time = dt.datetime.strptime(row["created_at"], "%Y-%m-%d %H:%M:%S UTC").replace(tzinfo=dt.UTC)
         assert created_at == expected_time
-        assert (workflow_id, subject_ids, source_line) == (row["workflow_id"], row["subject_ids"], lines[row["classification_id"]])
+        assert (workflow_id, subject_ids, source_line) == (
+            row["workflow_id"],
+            row["subject_ids"],
+            lines[row["classification_id"]],
+        )
         if row["user_id"]:
             assert user_key == row["user_id"] and not is_anonymous
         else:

@@ -35,9 +35,7 @@ def engagement(*args: str, timeout: float = 300) -> subprocess.CompletedProcess:
     """Run the installed `engagement` script (or the module, when the script is not installed)."""
     script = Path(sys.executable).with_name("engagement")
     command = [str(script)] if script.exists() else [sys.executable, "-m", "engagement_pipeline.cli"]
-    return subprocess.run(
-        [*command, *args], env=dict(os.environ), capture_output=True, text=True, timeout=timeout
-    )
+    return subprocess.run([*command, *args], env=dict(os.environ), capture_output=True, text=True, timeout=timeout)
 
 
 def test_help_explains_the_common_jobs():
@@ -159,10 +157,12 @@ def test_run_scores_only_complete_days_never_today(exports_dir, warehouse):
     from engagement_pipeline.resources import paths
     from engagement_pipeline_tests.conftest import csv_text
 
-    today = dt.datetime.now(dt.timezone.utc).replace(hour=0, minute=0, second=1, microsecond=0)
+    today = dt.datetime.now(dt.UTC).replace(hour=0, minute=0, second=1, microsecond=0)
     days = [today - dt.timedelta(days=n) for n in (3, 2, 1, 0)]
     rows = [[str(100 + i), "", "7", day.strftime("%Y-%m-%d %H:%M:%S UTC")] for i, day in enumerate(days)]
     (exports_dir / "recent.csv").write_text(csv_text(["classification_id", "user_name", "user_id", "created_at"], rows))
     with warehouse.connect() as con:
-        ingest.ingest_exports(con, ingest.find_exports(exports_dir), ingest.load_salt(paths().salt_file), paths().home / "tmp")
+        ingest.ingest_exports(
+            con, ingest.find_exports(exports_dir), ingest.load_salt(paths().salt_file), paths().home / "tmp"
+        )
     assert latest_complete_days(2) == [days[1].date().isoformat(), days[2].date().isoformat()]

@@ -11,7 +11,6 @@ import subprocess
 import sys
 import textwrap
 import threading
-from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -58,7 +57,9 @@ def test_an_ingest_and_the_models_started_together_both_complete_one_after_the_o
     env = pipeline_env(home, exports)
     warehouse = Warehouse(database=str(home / "warehouse.duckdb"), threads=1, lock_timeout_s=300)
     with warehouse.connect() as con:
-        ingest.ingest_exports(con, ingest.find_exports(exports), ingest.load_salt(home / "user_name_salt"), home / "tmp")
+        ingest.ingest_exports(
+            con, ingest.find_exports(exports), ingest.load_salt(home / "user_name_salt"), home / "tmp"
+        )
         (before,) = con.execute("select count(*) from classifications").fetchone()
     write_export(exports / "new.csv", 100_000, seed=4)
 

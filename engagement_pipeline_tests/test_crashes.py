@@ -32,7 +32,6 @@ from engagement_pipeline_tests.crash_helpers import (
     restore,
     run_to_end,
     snapshot,
-    wait_until,
 )
 
 BIG_ROWS = 300_000  # a few seconds of loading on 2 cores: room to kill it in the middle
@@ -47,7 +46,9 @@ def big_export(tmp_path_factory) -> Path:
 def ingest_in_process(home: Path, exports: Path) -> None:
     warehouse = Warehouse(database=str(home / "warehouse.duckdb"), threads=2)
     with warehouse.connect() as con:
-        ingest.ingest_exports(con, ingest.find_exports(exports), ingest.load_salt(home / "user_name_salt"), home / "ingest_tmp")
+        ingest.ingest_exports(
+            con, ingest.find_exports(exports), ingest.load_salt(home / "user_name_salt"), home / "ingest_tmp"
+        )
 
 
 def test_killed_ingest_leaves_whole_files_only_and_a_rerun_completes(tmp_path, big_export):
@@ -68,7 +69,9 @@ def test_killed_ingest_leaves_whole_files_only_and_a_rerun_completes(tmp_path, b
     run.kill()
 
     after_kill = assert_ingest_consistent(home)
-    stored = dict(read_warehouse(home, "select parse_filename(source_file), count(*) from classifications group by all"))
+    stored = dict(
+        read_warehouse(home, "select parse_filename(source_file), count(*) from classifications group by all")
+    )
     assert stored["a-small.csv"] == 500 and "b-big.csv" not in stored
     assert after_kill["rows"] == before["rows"] + 500
     assert read_warehouse(home, "select count(*) from ingested_files where source_file like '%b-big%'") == [(0,)]
@@ -87,7 +90,9 @@ def test_killed_ingest_leaves_whole_files_only_and_a_rerun_completes(tmp_path, b
 def model_fingerprints(home: Path) -> dict[str, tuple]:
     """(rows, a content hash) of every model table."""
     return {
-        name: read_warehouse(home, f"select count(*), sum(hash(columns(*))::hugeint) from {name}")[0]  # our own model names
+        name: read_warehouse(home, f"select count(*), sum(hash(columns(*))::hugeint) from {name}")[
+            0
+        ]  # our own model names
         for name in MODELS
     }
 

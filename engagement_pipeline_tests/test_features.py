@@ -9,7 +9,6 @@ from engagement_pipeline.resources import Warehouse
 from engagement_pipeline.sql_models import (
     FEATURE_KEY_COLUMNS,
     SQL_DIR,
-    SessionRules,
     build_models,
     discover_models,
     feature_columns_numeric,
@@ -64,7 +63,9 @@ def test_features_do_not_peek_into_the_future(con):
 def test_session_features_on_a_hand_worked_history(con):
     # One volunteer: minutes 0, 1, 4 (a 3-minute short break), then 40 (a new 30-minute session), 41.
     base = pd.Timestamp("2024-05-06 09:00:00", tz="UTC")  # a Monday
-    frame = minimal_classifications([(cid, "v", base + pd.Timedelta(minutes=m)) for cid, m in enumerate([0, 1, 4, 40, 41])])
+    frame = minimal_classifications(
+        [(cid, "v", base + pd.Timedelta(minutes=m)) for cid, m in enumerate([0, 1, 4, 40, 41])]
+    )
     frame["utc_offset_minutes"] = pd.array([120] * 5, dtype="Int32")  # 11:00 on the volunteer's clock
     features = build_features(con, frame)
 

@@ -43,9 +43,7 @@ def test_real_exports_load_every_row_with_exact_users(warehouse, exports_dir):
     report = run_ingest(warehouse, exports_dir)
 
     assert report.files_read == 2 and report.total("rows_rejected") == 0
-    per_file = dict(
-        query(warehouse, "select parse_filename(source_file), count(*) from classifications group by all")
-    )
+    per_file = dict(query(warehouse, "select parse_filename(source_file), count(*) from classifications group by all"))
     assert per_file == {"cat-project-classifications.csv": 153, "michigan-sample.csv": 2000}
     # Counted independently with Python's csv module: 19 + 31 distinct user names,
     # of which 17 + 15 are not-logged-in (114 + 178 rows).
@@ -78,7 +76,9 @@ def test_real_export_values_are_typed_in_utc(warehouse, exports_dir):
         -300, "mobile", 2276, "463.55", True, True, "4597474", 2,
     )  # fmt: skip
     # The cat project's volunteer is on desktop Firefox at UTC.
-    assert query(warehouse, "select device_class, utc_offset_minutes from classifications where classification_id = 611591158") == [("desktop", 0)]
+    assert query(
+        warehouse, "select device_class, utc_offset_minutes from classifications where classification_id = 611591158"
+    ) == [("desktop", 0)]
 
 
 def test_rerun_changes_nothing_and_skips_known_files(warehouse, exports_dir):
@@ -124,7 +124,9 @@ def test_r_saved_na_values_are_missing(warehouse, exports_dir):
     header, rows = read_rows(MICHIGAN_EXPORT)
     text = (MICHIGAN_EXPORT.read_text().splitlines()[0]) + "\n"
     text += '1001,"not-logged-in-abc123",NA,"aa",2276,"Initial Workflow",463.55,"2017-01-06 20:36:55 UTC",NA,NA,NA,"[]","{}",NA\n'
-    text += '1002,"volunteer",77,"bb",NA,"Initial Workflow",NA,"2017-01-06 20:40:00 UTC","false",NA,"{}","[]","{}",123\n'
+    text += (
+        '1002,"volunteer",77,"bb",NA,"Initial Workflow",NA,"2017-01-06 20:40:00 UTC","false",NA,"{}","[]","{}",123\n'
+    )
     (exports_dir / "r.csv").write_text(text)
     run_ingest(warehouse, exports_dir)
     got = query(
@@ -230,7 +232,10 @@ def test_not_an_export_fails_naming_file_and_changes_nothing(warehouse, exports_
     header, rows = read_rows(MICHIGAN_EXPORT)
     (exports_dir / "a-new-valid-export.csv").write_text(csv_text(header, rows[:3]))
     (exports_dir / "subjects.csv").write_text("subject_id,project_id,metadata\n1,2,{}\n")
-    with pytest.raises(ExportFormatError, match=r"subjects\.csv.*missing column\(s\) classification_id, created_at, user_id or user_name"):
+    with pytest.raises(
+        ExportFormatError,
+        match=r"subjects\.csv.*missing column\(s\) classification_id, created_at, user_id or user_name",
+    ):
         run_ingest(warehouse, exports_dir)
     assert table_digest(warehouse, "classifications") == before
     assert query(warehouse, "select count(*) from ingested_files") == [(2,)]
@@ -253,9 +258,7 @@ def test_no_user_ip_or_user_name_anywhere_in_the_warehouse(warehouse, exports_di
 
     with warehouse.connect() as con:
         tables = [t for (t,) in con.execute("select table_name from information_schema.tables").fetchall()]
-        everything = " ".join(
-            str(row) for table in tables for row in con.execute(f"select * from {table}").fetchall()
-        )
+        everything = " ".join(str(row) for table in tables for row in con.execute(f"select * from {table}").fetchall())
     assert not [s for s in secrets if s in everything]
 
 
@@ -265,7 +268,10 @@ def test_ingest_asset_and_checks_through_dagster(warehouse, exports_dir):
     copy_real_exports(exports_dir)
     result = dg.materialize([*ingest_assets, *ingest_checks], resources={"warehouse": warehouse})
     assert result.success
-    by_key = {m.asset_key.to_user_string(): m.metadata for m in result.asset_materializations_for_node("ingest_classifications")}
+    by_key = {
+        m.asset_key.to_user_string(): m.metadata
+        for m in result.asset_materializations_for_node("ingest_classifications")
+    }
     meta = by_key["classifications"]
     assert by_key["rejected_rows"]["dagster/row_count"].value == 0
     assert meta["dagster/row_count"].value == 2153 and meta["files_read"].value == 2

@@ -204,9 +204,9 @@ def brute_force_labels(events: list[tuple[int, int, int]], horizons, gap) -> set
     return labels
 
 
-events_strategy = st.lists(
-    st.tuples(st.integers(0, 2), st.integers(0, 90)), min_size=1, max_size=25
-).map(lambda pairs: [(cid, user, minute) for cid, (user, minute) in enumerate(pairs, start=100)])
+events_strategy = st.lists(st.tuples(st.integers(0, 2), st.integers(0, 90)), min_size=1, max_size=25).map(
+    lambda pairs: [(cid, user, minute) for cid, (user, minute) in enumerate(pairs, start=100)]
+)
 
 
 @settings(max_examples=50, deadline=None)

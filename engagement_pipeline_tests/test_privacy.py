@@ -94,7 +94,11 @@ def mlflow_artifact_folders(home: Path) -> list[Path]:
     """The experiments' artifact folders, as recorded in the MLflow store."""
     with closing(sqlite3.connect(f"{(home / 'mlflow.db').as_uri()}?mode=ro", uri=True)) as con:
         locations = [location for (location,) in con.execute("select artifact_location from experiments")]
-    return [Path(location.removeprefix("file://")) for location in locations if Path(location.removeprefix("file://")).exists()]
+    return [
+        Path(location.removeprefix("file://"))
+        for location in locations
+        if Path(location.removeprefix("file://")).exists()
+    ]
 
 
 def test_mlflow_artifacts_live_under_engagement_home(full_run):
@@ -150,9 +154,9 @@ def test_file_and_column_names_that_look_like_sql_are_only_data(warehouse, expor
     header, rows = read_rows(MICHIGAN_EXPORT)
     rows = [list(r) for r in rows[:20]]
     rows[3][header.index("created_at")] = "not a time"  # so rejected_rows gets this file's name too
-    evil_column = "x\"); drop table classifications; --"
+    evil_column = 'x"); drop table classifications; --'
     evil_name = "x'); drop table classifications; --.csv"
-    text = csv_text([*header, evil_column, "'; select 1; --"], [r + ["a'b", "c\"d"] for r in rows])
+    text = csv_text([*header, evil_column, "'; select 1; --"], [r + ["a'b", 'c"d'] for r in rows])
     target = exports_dir / evil_name
     target.write_text(text)
 
@@ -160,7 +164,9 @@ def test_file_and_column_names_that_look_like_sql_are_only_data(warehouse, expor
     assert result.success
     with warehouse.connect() as con:
         assert con.execute("select count(*), min(source_file), max(source_file) from classifications").fetchone() == (
-            19, str(target), str(target)
+            19,
+            str(target),
+            str(target),
         )
         assert con.execute("select source_file, line_number from rejected_rows").fetchall() == [(str(target), 5)]
         assert con.execute("select source_file from ingested_files").fetchall() == [(str(target),)]

@@ -130,14 +130,21 @@ def test_same_seed_same_bytes_other_seed_differs(export, tmp_path):
 
 
 def test_fields(con):
-    assert con.execute("SELECT count(*) FROM c WHERE NOT regexp_full_match(created_at, "
-                       "'\\d{4}-\\d\\d-\\d\\d \\d\\d:\\d\\d:\\d\\d UTC')").fetchone()[0] == 0
+    assert (
+        con.execute(
+            "SELECT count(*) FROM c WHERE NOT regexp_full_match(created_at, "
+            "'\\d{4}-\\d\\d-\\d\\d \\d\\d:\\d\\d:\\d\\d UTC')"
+        ).fetchone()[0]
+        == 0
+    )
     lo, hi = con.execute("SELECT min(created_at), max(created_at) FROM c").fetchone()
     assert lo >= "2025-06-01" and hi < "2025-09-16"
     n_workflows = con.execute("SELECT count(DISTINCT (workflow_id, workflow_name)) FROM c").fetchone()[0]
     assert n_workflows >= 3
-    assert con.execute("SELECT count(*) FROM c WHERE NOT regexp_full_match(workflow_version, '\\d+\\.\\d+')"
-                       ).fetchone()[0] == 0
+    assert (
+        con.execute("SELECT count(*) FROM c WHERE NOT regexp_full_match(workflow_version, '\\d+\\.\\d+')").fetchone()[0]
+        == 0
+    )
     assert con.execute("SELECT count(*) FROM c WHERE NOT regexp_full_match(user_ip, '[0-9a-f]{20}')").fetchone()[0] == 0
     gold = con.execute("SELECT avg((gold_standard IS NOT NULL)::INT), avg((expert IS NOT NULL)::INT) FROM c").fetchone()
     assert gold[0] < 0.05 and gold[1] < 0.05
@@ -150,9 +157,15 @@ def test_fields(con):
     ).fetchone()
     assert lag[0] >= 0 and lag[1] < 30
     # JSON columns are JSON
-    assert con.execute("SELECT count(*) FROM c WHERE NOT json_valid(annotations) OR NOT json_valid(subject_data)"
-                       ).fetchone()[0] == 0
-    assert con.execute("SELECT count(*) FROM c WHERE json_keys(subject_data::JSON)[1] <> subject_ids").fetchone()[0] == 0
+    assert (
+        con.execute(
+            "SELECT count(*) FROM c WHERE NOT json_valid(annotations) OR NOT json_valid(subject_data)"
+        ).fetchone()[0]
+        == 0
+    )
+    assert (
+        con.execute("SELECT count(*) FROM c WHERE json_keys(subject_data::JSON)[1] <> subject_ids").fetchone()[0] == 0
+    )
 
 
 def test_metadata_json(export):
@@ -161,8 +174,17 @@ def test_metadata_json(export):
         rows = list(csv.DictReader(f))
     for row in rows[:: len(rows) // 500]:
         meta = json.loads(row["metadata"])
-        for key in ("started_at", "finished_at", "utc_offset", "user_agent", "session", "viewport", "source",
-                    "user_language", "live_project"):
+        for key in (
+            "started_at",
+            "finished_at",
+            "utc_offset",
+            "user_agent",
+            "session",
+            "viewport",
+            "source",
+            "user_language",
+            "live_project",
+        ):
             assert key in meta
         assert iso.match(meta["started_at"]) and iso.match(meta["finished_at"])
         assert meta["started_at"] < meta["finished_at"]
@@ -235,9 +257,7 @@ def test_most_come_once_few_come_back_for_long(con):
 
 
 def test_session_lengths_are_heavy_tailed(con):
-    median, p99, longest = con.execute(
-        "SELECT median(n), quantile_cont(n, 0.99), max(n) FROM sessions"
-    ).fetchone()
+    median, p99, longest = con.execute("SELECT median(n), quantile_cont(n, 0.99), max(n) FROM sessions").fetchone()
     assert longest >= 10 * median
     assert p99 >= 6 * median
     # habits persist: a volunteer's session lengths correlate across sessions

@@ -145,7 +145,7 @@ def test_probabilities_equal_the_champion_through_pyfunc_for_the_same_windows(ho
     frame = read_day(day)
 
     champion = load_champion(Tracking())  # models:/engagement-lstm@champion through mlflow.pyfunc
-    as_of = dt.datetime(2025, 7, 16, tzinfo=dt.timezone.utc)
+    as_of = dt.datetime(2025, 7, 16, tzinfo=dt.UTC)
     with Warehouse().connect() as con:
         matrix = load_feature_matrix(con, where_sql="created_at < ?", params=[as_of])
         last = con.execute(
@@ -225,9 +225,7 @@ def test_the_nightly_schedule_requests_the_last_complete_day_at_2am_utc():
     schedule = defs.resolve_schedule_def(nightly_scoring_schedule.name)
     assert schedule.cron_schedule == "0 2 * * *"
     assert schedule.execution_timezone == "UTC"
-    context = dg.build_schedule_context(
-        scheduled_execution_time=dt.datetime(2025, 9, 21, 2, 0, tzinfo=dt.timezone.utc)
-    )
+    context = dg.build_schedule_context(scheduled_execution_time=dt.datetime(2025, 9, 21, 2, 0, tzinfo=dt.UTC))
     requests = schedule.evaluate_tick(context).run_requests
     assert [r.partition_key for r in requests] == ["2025-09-20"]
 

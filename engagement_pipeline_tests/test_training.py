@@ -288,7 +288,15 @@ def test_run_training_logs_registers_and_promotes_only_a_model_at_least_as_good(
                 assert f"{prefix}test_{name}_{w}m" in run.data.metrics
     assert len(client.get_metric_history(result.run_id, "val_loss")) == len(result.history)
     artifacts = {a.path for a in client.list_artifacts(result.run_id)}
-    assert {"roc.png", "pr.png", "calibration.png", "metrics.csv", "metrics.md", "features.json", "model_card.md"} <= artifacts
+    assert {
+        "roc.png",
+        "pr.png",
+        "calibration.png",
+        "metrics.csv",
+        "metrics.md",
+        "features.json",
+        "model_card.md",
+    } <= artifacts
     assert run.data.params["window"] == str(config.window)
 
     # the first version is champion, tagged so scoring can check compatibility
@@ -319,7 +327,9 @@ def test_run_training_logs_registers_and_promotes_only_a_model_at_least_as_good(
     assert champion_version == "1" and columns == [0, 1, 2]
     np.testing.assert_allclose(p_champion, result.test_predictions, rtol=1e-5, atol=1e-6)
     same = mlflow.register_model(champion.source, REGISTERED_MODEL_NAME, tags=champion.tags)
-    decision = promote(client, REGISTERED_MODEL_NAME, str(same.version), matrix, test_rows, y_test, p_champion, dataset.horizons)
+    decision = promote(
+        client, REGISTERED_MODEL_NAME, str(same.version), matrix, test_rows, y_test, p_champion, dataset.horizons
+    )
     assert decision.promoted
     assert str(client.get_model_version_by_alias(REGISTERED_MODEL_NAME, CHAMPION_ALIAS).version) == str(same.version)
 

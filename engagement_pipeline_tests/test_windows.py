@@ -110,8 +110,9 @@ def test_load_feature_matrix_orders_by_user_time_and_id(features_db):
     np.testing.assert_array_equal(matrix.classification_id, [12, 10, 11, 30])
     assert list(matrix.user_key) == ["a", "a", "a", "b"]
     np.testing.assert_array_equal(matrix.user_start, [0, 0, 0, 3])
-    expected_us = np.array(["2024-01-01T08:00", "2024-01-01T09:00", "2024-01-01T09:00", "2024-01-01T10:00"],
-                           dtype="datetime64[us]").astype(np.int64)
+    expected_us = np.array(
+        ["2024-01-01T08:00", "2024-01-01T09:00", "2024-01-01T09:00", "2024-01-01T10:00"], dtype="datetime64[us]"
+    ).astype(np.int64)
     np.testing.assert_array_equal(matrix.created_at, expected_us)
     assert matrix.feature_names == ["gap", "is_mobile", "n_so_far"]
     assert matrix.X.dtype == np.float32
