@@ -35,7 +35,7 @@ DAY = "2024-03-15"
 def train_champion(home: Path) -> None:
     import duckdb
 
-    from engagement_pipeline.resources import Tracking
+    from engagement_pipeline.settings import Settings
     from engagement_pipeline.training import TrainingConfig, load_dataset, run_training
     from engagement_pipeline_tests.training_fixtures import make_warehouse
 
@@ -44,7 +44,7 @@ def train_champion(home: Path) -> None:
         con.execute("SET TimeZone = 'UTC'")
         data = load_dataset(con)
     config = TrainingConfig(epochs=2, max_train_examples=10_000, forest_max_train_rows=5_000)
-    run_training(data, config, Tracking())
+    run_training(data, config, Settings.from_environment().resources()["tracking"])
 
 
 def write_day(path: Path, users: int, history: int, feature_names: list[str]) -> None:
@@ -90,12 +90,12 @@ def main() -> None:
     import numpy as np
     import torch
 
-    from engagement_pipeline.resources import Tracking, Warehouse
-    from engagement_pipeline.scoring import load_champion, prediction_path, user_predictions
+    from engagement_pipeline.scoring import load_champion, user_predictions
+    from engagement_pipeline.settings import Settings
 
     started = time.perf_counter()
     train_champion(home)
-    champion = load_champion(Tracking())
+    champion = load_champion(Settings.from_environment().resources()["tracking"])
     print(f"champion v{champion.version} trained in {time.perf_counter() - started:.0f}s "
           f"(K={champion.window}, F={len(champion.feature_names)})")  # fmt: skip
     write_day(home / "warehouse.duckdb", args.users, args.history, champion.feature_names)
@@ -117,7 +117,7 @@ def main() -> None:
         result = dg.materialize(
             [user_predictions],
             partition_key=DAY,
-            resources={"warehouse": Warehouse(), "tracking": Tracking()},
+            resources=Settings.from_environment().resources(),
             run_config={"ops": {"user_predictions": {"config": {"batch_size": args.batch_size}}}},
         )
         assert result.success
@@ -127,7 +127,11 @@ def main() -> None:
     for _ in range(args.repeats):
         times["asset"].append(asset())
         times["bare"].append(bare())
-    rows = len(__import__("pyarrow.parquet").parquet.read_table(prediction_path(DAY)))
+    rows = len(
+        __import__("pyarrow.parquet").parquet.read_table(
+            Settings.from_environment().resources()["storage"].prediction_file(DAY)
+        )
+    )
     assert rows == args.users, rows
     best_asset, best_bare = min(times["asset"]), min(times["bare"])
     print(f"users: {args.users:,} x {args.history} classifications, batch {args.batch_size}, torch threads 1")

@@ -37,8 +37,8 @@ def train_on_sample(home: Path, seed: int, rows: int) -> tuple[dict[str, float],
     import mlflow
 
     from engagement_pipeline.ingest import ingest_assets
-    from engagement_pipeline.resources import Tracking, Warehouse
     from engagement_pipeline.sample_export import SAMPLE_FILE_NAME, write_export
+    from engagement_pipeline.settings import Settings
     from engagement_pipeline.sql_models import sql_model_assets
     from engagement_pipeline.training import engagement_model
 
@@ -48,14 +48,14 @@ def train_on_sample(home: Path, seed: int, rows: int) -> tuple[dict[str, float],
     write_export(home / "exports" / SAMPLE_FILE_NAME, rows, seed)
     started = time.perf_counter()
     result = dg.materialize(
-        [*ingest_assets, *sql_model_assets, engagement_model],
-        resources={"warehouse": Warehouse(), "tracking": Tracking()},
+        [*ingest_assets, *sql_model_assets(), engagement_model],
+        resources=Settings.from_environment().resources(),
     )
     seconds = time.perf_counter() - started
     metadata = result.asset_materializations_for_node("engagement_model")[0].metadata
     run_id = metadata["mlflow_run_id"].value
     training_seconds = metadata["training_seconds"].value
-    run = mlflow.MlflowClient(tracking_uri=Tracking().uri()).get_run(run_id)
+    run = mlflow.MlflowClient(tracking_uri=Settings.from_environment().resources()["tracking"].uri()).get_run(run_id)
     horizons = [int(h) for h in json.loads(run.data.params["horizons"])]
     print(f"seed {seed}, {rows:,} rows: pipeline {seconds:.0f}s, of which training {training_seconds:.0f}s", flush=True)
     return run.data.metrics, horizons, training_seconds

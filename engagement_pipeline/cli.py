@@ -10,13 +10,12 @@ run in the project's environment even when its bin/ is not on PATH.
 
 import argparse
 import datetime as dt
-import os
 import signal
 import subprocess
 import sys
 from pathlib import Path
 
-from engagement_pipeline.resources import paths, tracking_uri
+from engagement_pipeline.settings import Settings
 
 COMMON_JOBS = """\
 Predict whether Zooniverse volunteers keep working 10, 20 and 30 minutes from now.
@@ -27,36 +26,56 @@ common jobs:
   engagement run --exports DIR          the same on a folder of real Zooniverse exports
                                         (*.csv, *.csv.gz: the project builder's Data Exports page)
   engagement generate --rows N --out F  write a realistic sample export of any size
+  engagement score                      score the last complete UTC day that has data
   engagement score --date 2025-06-30    score one UTC day with the champion model
   engagement score --start D --end D    score every day of a range (inclusive)
   engagement dagster-ui                 the Dagster UI and daemon on http://127.0.0.1:3000
   engagement mlflow-ui                  the MLflow UI on the project's store, http://127.0.0.1:5000
 """
 
-# What a run prints per asset when it is done, when the asset reports it.
-SUMMARY_FIELDS = (
-    ("dagster/row_count", "rows"),
-    ("rows_inserted", "new rows"),
-    ("rows_rejected_this_run", "rejected"),
+# What a run prints per asset when it is done, when the asset reports it: the table as it
+# now is, then what this run did to it (so "0 rows" and "150,000 new rows" never read as one).
+TABLE_FIELDS = (("dagster/row_count", "rows in the table"),)
+RUN_FIELDS = (
+    ("rows_inserted", "new rows stored"),
+    ("rows_rejected_this_run", "rows rejected"),
     ("epochs_run", "epochs"),
     ("registered_version", "version"),
-    ("champion_decision", "champion"),
+    ("champion_decision", "champion:"),
     ("users_scored", "users scored"),
     ("path", "file"),
 )
 
+
 DAGSTER_YAML = """\
 # Written by `engagement`: one run at a time, because every run uses the one DuckDB file.
+# A run whose process dies is marked failed within a minute by `stalled_runs_sensor`
+# (engagement_pipeline/stalled_runs.py), so the queue never waits behind it.
 run_queue:
   max_concurrent_runs: 1
+run_monitoring:
+  enabled: true
+  # a run that never starts (its process died while launching) fails after 3 minutes
+  start_timeout_seconds: 180
+  poll_interval_seconds: 60
 telemetry:
   enabled: false
 """
 
 
-def prepare_dagster_home() -> Path:
-    """Point DAGSTER_HOME at $ENGAGEMENT_HOME/dagster unless it is set, and give it a dagster.yaml."""
-    home = Path(os.environ.setdefault("DAGSTER_HOME", str(paths().dagster_home))).resolve()
+def check_home(settings: Settings) -> None:
+    """Refuse a home that the sqlite stores cannot live in, before anything is created there."""
+    if "?" in str(settings.home) or "#" in str(settings.home):
+        raise SystemExit(
+            f"ENGAGEMENT_HOME={settings.home} contains '?' or '#', which sqlite URIs (the Dagster instance's "
+            "and MLflow's stores) cannot hold: choose a folder whose path has neither."
+        )
+
+
+def prepare_dagster_home(settings: Settings) -> Path:
+    """The Dagster instance folder (DAGSTER_HOME, default <home>/dagster), with a dagster.yaml."""
+    check_home(settings)
+    home = settings.dagster_instance_home
     home.mkdir(parents=True, exist_ok=True)
     config = home / "dagster.yaml"
     if not config.exists():
@@ -66,16 +85,22 @@ def prepare_dagster_home() -> Path:
 
 def summary_line(asset: str, metadata: dict) -> str:
     """One line per materialized asset: what an operator wants to see at the end of a step."""
-    parts = []
-    for key, label in SUMMARY_FIELDS:
-        if key in metadata:
-            value = getattr(metadata[key], "value", metadata[key])
-            counted = isinstance(value, int) and not isinstance(value, bool)
-            parts.append(f"{value:,} {label}" if counted else f"{label} {value}")
-    return f"  done: {asset}" + (f" ({', '.join(parts)})" if parts else "")
+
+    def described(fields) -> list[str]:
+        parts = []
+        for key, label in fields:
+            if key in metadata:
+                value = getattr(metadata[key], "value", metadata[key])
+                counted = isinstance(value, int) and not isinstance(value, bool)
+                parts.append(f"{value:,} {label}" if counted else f"{label} {value}")
+        return parts
+
+    table, run = described(TABLE_FIELDS), described(RUN_FIELDS)
+    groups = table + ([("this run: " if table else "") + ", ".join(run)] if run else [])
+    return f"  done: {asset}" + (f" ({'; '.join(groups)})" if groups else "")
 
 
-def _materialize(scoring: bool, partition_key: str | None = None) -> None:
+def _materialize(settings: Settings, scoring: bool, partition_key: str | None = None) -> None:
     """Materialize the scoring asset (for one partition) or every other asset, on the Dagster instance.
 
     The console shows the assets' INFO lines (their progress) rather than
@@ -83,12 +108,16 @@ def _materialize(scoring: bool, partition_key: str | None = None) -> None:
     """
     import dagster as dg
 
-    from engagement_pipeline.definitions import defs
+    from engagement_pipeline.definitions import build_definitions
+    from engagement_pipeline.stalled_runs import fail_stalled_runs
 
+    defs = build_definitions(settings.resources())
     predictions = dg.AssetSelection.assets("user_predictions")
     selection = predictions if scoring else dg.AssetSelection.all() - predictions
     job = defs.resolve_implicit_global_asset_job_def()
-    with dg.DagsterInstance.get() as instance:
+    with dg.DagsterInstance.from_config(str(prepare_dagster_home(settings))) as instance:
+        for run_id in fail_stalled_runs(instance):
+            print(f"  marked run {run_id} failed: its process is gone", flush=True)
         result = job.execute_in_process(
             instance=instance,
             asset_selection=list(selection.resolve(defs.resolve_asset_graph())),
@@ -121,33 +150,34 @@ def root_cause(error) -> str:
     return error.message.strip()
 
 
-def latest_complete_days(days: int) -> list[str]:
+def latest_complete_days(settings: Settings, days: int) -> list[str]:
     """The last `days` UTC days that have classifications and are complete (valid partitions), oldest first."""
-    from engagement_pipeline.resources import Warehouse
+    import duckdb
+
     from engagement_pipeline.scoring import daily_partitions
 
-    with Warehouse().connect() as con:
-        rows = con.execute(
-            "select distinct cast(created_at as date)::varchar as day from classifications order by day desc"
-        ).fetchall()
+    with settings.resources()["warehouse"].connect() as con:
+        try:
+            rows = con.execute(
+                "select distinct cast(created_at as date)::varchar as day from classifications order by day desc"
+            ).fetchall()
+        except duckdb.CatalogException:  # nothing ingested yet
+            rows = []
     complete = [day for (day,) in rows if daily_partitions.has_partition_key(day)]  # today is not a partition yet
     return sorted(complete[:days])
 
 
 def cmd_run(args) -> int:
-    if args.command == "demo":
-        os.environ.pop("ENGAGEMENT_EXPORTS_DIR", None)  # the demo is the bundled sample, whatever the shell says
-    else:
-        os.environ["ENGAGEMENT_EXPORTS_DIR"] = str(Path(args.exports).resolve())
-    prepare_dagster_home()
-    print(f"ENGAGEMENT_HOME={paths().home}")
+    # the demo is the bundled sample, whatever the shell says
+    settings = args.settings.with_exports(None if args.command == "demo" else Path(args.exports))
+    print(f"ENGAGEMENT_HOME={settings.home}")
     print("1/3 ingest, SQL models and training (every unpartitioned asset) ...", flush=True)
-    _materialize(scoring=False)
-    days = latest_complete_days(args.score_days)
+    _materialize(settings, scoring=False)
+    days = latest_complete_days(settings, args.score_days)
     for i, day in enumerate(days, 1):
         print(f"2/3 scoring {day} ({i}/{len(days)}) ...", flush=True)
-        _materialize(scoring=True, partition_key=day)
-    print(f"3/3 done. Predictions: {paths().predictions}")
+        _materialize(settings, scoring=True, partition_key=day)
+    print(f"3/3 done. Predictions: {settings.home / 'predictions'}")
     print("Next: `engagement dagster-ui` and `engagement mlflow-ui` to look around.")
     return 0
 
@@ -167,44 +197,73 @@ def _parse_day(text: str) -> dt.date:
 
 
 def days_to_score(date: dt.date | None, start: dt.date | None, end: dt.date | None) -> list[dt.date]:
-    """The UTC days `engagement score` scores: --date alone, or --start [--end] inclusive; ValueError when unclear."""
+    """The UTC days `engagement score` scores: --date alone, or --start [--end] inclusive, or [] for the default.
+
+    ValueError when unclear.
+    """
     if date is not None and (start is not None or end is not None):
         raise ValueError("give either --date D, or --start D [--end D], not both")
     if date is not None:
         return [date]
     if start is None:
-        raise ValueError("give --date D, or --start D [--end D]" + (" (--end needs a --start)" if end else ""))
+        if end is not None:
+            raise ValueError("give --date D, or --start D [--end D] (--end needs a --start)")
+        return []  # nothing given: the last complete day that has data (cmd_score looks it up)
     end = end or start
     if end < start:
         raise ValueError(f"--end {end} is before --start {start}")
     return [start + dt.timedelta(days=offset) for offset in range((end - start).days + 1)]
 
 
+def scorable_days(settings: Settings, days: list[dt.date]) -> list[dt.date]:
+    """`days`, or the last complete day with classifications; SystemExit naming the problem when there is none."""
+    from engagement_pipeline.scoring import daily_partitions
+
+    if not days:
+        latest = latest_complete_days(settings, 1)
+        if not latest:
+            raise SystemExit(
+                f"No complete UTC day with classifications in {settings.home / 'warehouse.duckdb'} yet: run "
+                "`engagement run --exports DIR` (or `engagement demo`) first, or name a day with --date D."
+            )
+        days = [dt.date.fromisoformat(latest[0])]
+    outside = [day for day in days if not daily_partitions.has_partition_key(day.isoformat())]
+    if outside:
+        keys = daily_partitions.get_partition_keys()
+        span = f"from {keys[0]} to {keys[-1]}" if keys else "none yet"
+        raise SystemExit(
+            f"{outside[0]} cannot be scored: the daily partitions run {span} (UTC days; today is not complete "
+            "yet, and ENGAGEMENT_PARTITIONS_START sets the first day)."
+        )
+    return days
+
+
 def cmd_score(args) -> int:
-    prepare_dagster_home()
+    settings = args.settings
+    args.days = scorable_days(settings, args.days)
     for i, day in enumerate(args.days, 1):
         print(f"scoring {day} ({i}/{len(args.days)}) ...", flush=True)
-        _materialize(scoring=True, partition_key=day.isoformat())
-    print(f"Predictions: {paths().predictions}")
+        _materialize(settings, scoring=True, partition_key=day.isoformat())
+    print(f"Predictions: {settings.home / 'predictions'}")
     return 0
 
 
 SERVER_STOP_TIMEOUT_S = 30
 
 
-def _exec(argv: list[str]) -> int:
+def _exec(argv: list[str], environment: dict[str, str]) -> int:
     """Run a server in the foreground until it exits, and stop it cleanly when we are stopped.
 
     Ctrl-C in a terminal reaches the server too; a SIGTERM sent to this
     process alone (a service manager, `kill`) is passed on as SIGINT, the
-    signal `dagster dev` and `mlflow server` shut their own workers down on
-    (`dagster dev` ignores SIGTERM). Either way no traceback, and a server
+    signal `dg dev` and `mlflow server` shut their own workers down on
+    (its `dagster dev` server ignores SIGTERM). Either way no traceback, and a server
     that does not stop within SERVER_STOP_TIMEOUT_S is killed.
     """
     print("$ " + " ".join(argv), flush=True)
     # A shell that starts us in the background (`engagement dagster-ui &`) sets SIGINT to "ignore",
     # which the server would inherit and then never stop: give it the default disposition back.
-    process = subprocess.Popen(argv, preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+    process = subprocess.Popen(argv, env=environment, preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     previous = signal.signal(signal.SIGTERM, lambda signum, frame: process.send_signal(signal.SIGINT))
     try:
         try:
@@ -219,33 +278,38 @@ def _exec(argv: list[str]) -> int:
         signal.signal(signal.SIGTERM, previous)
 
 
-def mlflow_ui_command(host: str, port: int, workers: int = 2) -> list[str]:
+def mlflow_ui_command(settings: Settings, host: str, port: int, workers: int = 2) -> list[str]:
     """The MLflow UI against the project's tracking store and artifact folder.
 
     Two workers rather than MLflow's four: one person browsing needs no more,
     and it starts twice as fast on a small machine.
     """
-    command = [sys.executable, "-m", "mlflow", "server", "--backend-store-uri", tracking_uri(),
+    tracking = settings.resources()["tracking"]
+    command = [sys.executable, "-m", "mlflow", "server", "--backend-store-uri", tracking.uri(),
                "--host", host, "--port", str(port), "--workers", str(workers)]  # fmt: skip
-    if not os.environ.get("MLFLOW_TRACKING_URI"):
-        paths().mlartifacts.mkdir(parents=True, exist_ok=True)
-        command += ["--default-artifact-root", paths().mlartifacts.as_uri()]
+    if tracking.project_store:
+        tracking.artifacts.mkdir(parents=True, exist_ok=True)
+        command += ["--default-artifact-root", tracking.artifacts.as_uri()]
     return command
 
 
 def dagster_ui_command(host: str, port: int) -> list[str]:
-    """`dagster dev` (webserver and daemon, so the schedule runs) on the project's workspace.yaml."""
+    """`dg dev` (webserver and daemon, so the schedules run) on the project's workspace.yaml.
+
+    `dg dev`, not `dagster dev`, which Dagster 1.13 marks as superseded; given a
+    workspace file it starts Dagster's own dev server on it, in this environment.
+    """
     workspace = Path(__file__).resolve().parent.parent / "workspace.yaml"
-    return [sys.executable, "-m", "dagster", "dev", "-w", str(workspace), "-h", host, "-p", str(port)]
+    return [sys.executable, "-m", "dagster_dg_cli.cli", "dev", "-w", str(workspace), "-h", host, "-p", str(port)]
 
 
 def cmd_mlflow_ui(args) -> int:
-    return _exec(mlflow_ui_command(args.host, args.port))
+    return _exec(mlflow_ui_command(args.settings, args.host, args.port), args.settings.child_environment())
 
 
 def cmd_dagster_ui(args) -> int:
-    prepare_dagster_home()
-    return _exec(dagster_ui_command(args.host, args.port))
+    prepare_dagster_home(args.settings)
+    return _exec(dagster_ui_command(args.host, args.port), args.settings.child_environment())
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -303,6 +367,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    args.settings = Settings.from_environment()
+    check_home(args.settings)
     if args.command == "score":
         try:
             args.days = days_to_score(args.date, args.start, args.end)

@@ -7,16 +7,19 @@
 
 Runs execute in one process (`in_process_executor`) and the warehouse
 resource serializes processes with a file lock, because DuckDB allows one
-writing process per database file. torch, mlflow and sklearn are imported
+writing process per database file. Paths and the exports folder reach the
+assets as fields of resources, set here from the environment (settings.py,
+CONTRACT.md's variables and their defaults). torch, mlflow and sklearn are imported
 inside the assets that use them, so loading this module stays fast.
 """
 
 import dagster as dg
 
 from engagement_pipeline.ingest import ingest_assets, ingest_checks
-from engagement_pipeline.resources import Tracking, Warehouse
 from engagement_pipeline.scoring import nightly_scoring_job, nightly_scoring_schedule, user_predictions
+from engagement_pipeline.settings import Settings
 from engagement_pipeline.sql_models import sql_model_assets, sql_model_checks
+from engagement_pipeline.stalled_runs import stalled_runs_sensor
 from engagement_pipeline.training import engagement_model
 
 # The nightly scoring reads the warehouse as it is: this job brings in new
@@ -35,11 +38,18 @@ refresh_warehouse_schedule = dg.ScheduleDefinition(
     description="Every night at 01:00 UTC, an hour before scoring: new exports in, SQL models rebuilt.",
 )
 
-defs = dg.Definitions(
-    assets=[*ingest_assets, *sql_model_assets, engagement_model, user_predictions],
-    asset_checks=[*ingest_checks, *sql_model_checks],
-    jobs=[refresh_warehouse_job, nightly_scoring_job],
-    schedules=[refresh_warehouse_schedule, nightly_scoring_schedule],
-    resources={"warehouse": Warehouse(), "tracking": Tracking()},
-    executor=dg.in_process_executor,
-)
+
+def build_definitions(resources: dict) -> dg.Definitions:
+    """The code location with these resources (Settings.resources(); the `engagement` command passes its own)."""
+    return dg.Definitions(
+        assets=[*ingest_assets, *sql_model_assets(), engagement_model, user_predictions],
+        asset_checks=[*ingest_checks, *sql_model_checks],
+        jobs=[refresh_warehouse_job, nightly_scoring_job],
+        schedules=[refresh_warehouse_schedule, nightly_scoring_schedule],
+        sensors=[stalled_runs_sensor],
+        resources=resources,
+        executor=dg.in_process_executor,
+    )
+
+
+defs = build_definitions(Settings.from_environment().resources(as_env_vars=True))

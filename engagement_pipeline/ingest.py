@@ -31,7 +31,8 @@ from pathlib import Path
 import dagster as dg
 from pydantic import Field
 
-from engagement_pipeline.resources import Warehouse, exports_dir, paths
+from engagement_pipeline.exports_folder import check_exports_folder
+from engagement_pipeline.resources import Exports, Storage, Warehouse
 
 SQL_DIR = Path(__file__).parent / "ingest_sql"
 
@@ -488,20 +489,22 @@ def _preview_markdown(con) -> str:
     # One load writes both tables; selecting either one runs it.
     can_subset=True,
 )
-def ingest_classifications(context: dg.AssetExecutionContext, warehouse: Warehouse):
+def ingest_classifications(context: dg.AssetExecutionContext, warehouse: Warehouse, exports: Exports, storage: Storage):
     """Load new or changed export files into the warehouse, one transaction per file."""
-    folder = exports_dir()
+    folder = exports.path
     if folder is None:
         from engagement_pipeline.sample_export import ensure_sample_exports
 
-        folder = ensure_sample_exports(paths().sample_exports)
+        folder = ensure_sample_exports(storage.sample_exports)
         context.log.info(f"ENGAGEMENT_EXPORTS_DIR is unset: using the bundled sample in {folder}")
     files = find_exports(folder)
     if not files:
         raise FileNotFoundError(f"No *.csv or *.csv.gz exports under {folder}")
-    salt = load_salt(paths().salt_file)
+    salt = load_salt(storage.salt_file)
     with warehouse.connect(log=context.log) as con:
-        report = ingest_exports(con, files, salt, scratch=warehouse.path.parent / "ingest_tmp", log=context.log)
+        ensure_schema(con)
+        check_exports_folder(con, folder, files, storage.root)
+        report = ingest_exports(con, files, salt, scratch=storage.ingest_scratch, log=context.log)
         total, rejected = con.execute(
             "select (select count(*) from classifications), (select count(*) from rejected_rows)"
         ).fetchone()

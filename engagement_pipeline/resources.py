@@ -1,82 +1,101 @@
-"""Where state lives, and the two resources every asset talks to.
+"""The resources every asset talks to; their fields are set in definitions.py (see settings.py).
 
-* `paths()` resolves CONTRACT.md's environment variables once, with their
-  defaults: everything local lives under ENGAGEMENT_HOME.
 * `Warehouse` is the DuckDB file. Every connection runs `SET TimeZone='UTC'`
   and is taken under an exclusive file lock, so two processes (the nightly
   schedule and someone materializing from the UI) queue instead of one dying
   on DuckDB's own lock.
-* `Tracking` points MLflow at the project's sqlite store and artifact folder.
+* `Tracking` points MLflow at the project's sqlite store and artifact folder,
+  or at MLFLOW_TRACKING_URI.
+* `Exports` is the folder of classification exports (empty: the bundled sample).
+* `Storage` is the home folder and every file the pipeline writes outside the
+  warehouse: the sample, the salt, the predictions, the reports.
+
+Each takes the home as a field (`home`, default ./.engagement); nothing here
+reads the environment.
 """
 
 from __future__ import annotations
 
 import fcntl
-import os
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
 from pathlib import Path
 
 import dagster as dg
+from pydantic import Field
 
-DEFAULT_PARTITIONS_START = "2015-01-01"
+from engagement_pipeline.settings import DEFAULT_HOME
+
 EXPERIMENT_NAME = "engagement"
 REGISTERED_MODEL_NAME = "engagement-lstm"
 CHAMPION_ALIAS = "champion"
+HOME_DESCRIPTION = "Folder for all local state (ENGAGEMENT_HOME); relative paths are taken from the working directory."
 
 
-@dataclass(frozen=True)
-class Paths:
-    home: Path
+def home_path(home: str) -> Path:
+    return Path(home or DEFAULT_HOME).resolve()
+
+
+def private_folder(folder: Path) -> Path:
+    """Create `folder` (and parents) readable by its owner only: state under the home is nobody else's business."""
+    if not folder.exists():
+        folder.mkdir(parents=True, mode=0o700, exist_ok=True)
+        folder.chmod(0o700)  # mkdir's mode is masked by the umask
+    return folder
+
+
+def clear_folder(folder: Path) -> None:
+    """Remove every file directly in `folder` (leftovers of a killed process), keeping the folder."""
+    if folder.is_dir():
+        for leftover in folder.iterdir():
+            if leftover.is_file() or leftover.is_symlink():
+                leftover.unlink(missing_ok=True)
+
+
+class Storage(dg.ConfigurableResource):
+    """The home folder and the files the pipeline keeps there beside the warehouse and the MLflow store."""
+
+    home: str = Field(DEFAULT_HOME, description=HOME_DESCRIPTION)
 
     @property
-    def warehouse(self) -> Path:
-        return self.home / "warehouse.duckdb"
+    def root(self) -> Path:
+        return home_path(self.home)
 
     @property
     def sample_exports(self) -> Path:
-        return self.home / "sample_exports"
-
-    @property
-    def predictions(self) -> Path:
-        return self.home / "predictions"
-
-    @property
-    def mlflow_db(self) -> Path:
-        return self.home / "mlflow.db"
-
-    @property
-    def mlartifacts(self) -> Path:
-        return self.home / "mlartifacts"
-
-    @property
-    def dagster_home(self) -> Path:
-        return self.home / "dagster"
+        return self.root / "sample_exports"
 
     @property
     def salt_file(self) -> Path:
-        return self.home / "user_name_salt"
+        return self.root / "user_name_salt"
+
+    @property
+    def predictions(self) -> Path:
+        return self.root / "predictions"
+
+    @property
+    def reports(self) -> Path:
+        return self.root / "reports"
+
+    @property
+    def ingest_scratch(self) -> Path:
+        return self.root / "ingest_tmp"
+
+    def prediction_file(self, day: str) -> Path:
+        return self.predictions / f"date={day}" / "predictions.parquet"
 
 
-def paths() -> Paths:
-    """The project's folders, from ENGAGEMENT_HOME (default ./.engagement)."""
-    return Paths(Path(os.environ.get("ENGAGEMENT_HOME", ".engagement")).resolve())
+class Exports(dg.ConfigurableResource):
+    """The folder of Zooniverse classification exports (*.csv, *.csv.gz, read recursively)."""
 
+    folder: str = Field(
+        "", description="ENGAGEMENT_EXPORTS_DIR; empty = the bundled sample, written once under the home."
+    )
 
-def exports_dir() -> Path | None:
-    """ENGAGEMENT_EXPORTS_DIR, or None for the bundled sample."""
-    value = os.environ.get("ENGAGEMENT_EXPORTS_DIR")
-    return Path(value).resolve() if value else None
-
-
-def tracking_uri() -> str:
-    return os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{paths().mlflow_db}"
-
-
-def partitions_start() -> str:
-    return os.environ.get("ENGAGEMENT_PARTITIONS_START", DEFAULT_PARTITIONS_START)
+    @property
+    def path(self) -> Path | None:
+        return Path(self.folder).resolve() if self.folder else None
 
 
 @contextmanager
@@ -118,27 +137,33 @@ class Warehouse(dg.ConfigurableResource):
     second process into a queue rather than an error.
     """
 
-    database: str = ""
-    memory_limit: str = "4GB"
-    threads: int = 0
-    lock_timeout_s: float = 6 * 3600
+    home: str = Field(DEFAULT_HOME, description=HOME_DESCRIPTION)
+    database: str = Field("", description="The DuckDB file; empty = <home>/warehouse.duckdb.")
+    memory_limit: str = Field("4GB", description="DuckDB memory_limit; beyond it DuckDB spills to <home>/duckdb_tmp.")
+    threads: int = Field(0, description="DuckDB threads (0 = DuckDB's default, every core).")
+    lock_timeout_s: float = Field(6 * 3600, description="How long a run waits for another process's warehouse lock.")
 
     @property
     def path(self) -> Path:
-        return Path(self.database) if self.database else paths().warehouse
+        return Path(self.database).resolve() if self.database else home_path(self.home) / "warehouse.duckdb"
 
     @contextmanager
     def connect(self, log=None):
         import duckdb
 
         path = self.path
-        path.parent.mkdir(parents=True, exist_ok=True)
+        private_folder(path.parent)
+        spill = path.parent / "duckdb_tmp"
         with exclusive_lock(path.with_name(path.name + ".lock"), timeout_s=self.lock_timeout_s, log=log):
+            # Holding the lock, no other process spills here: what is left was a killed run's, and
+            # spill files hold raw rows (user names before hashing), so they go before anything else.
+            clear_folder(spill)
             con = duckdb.connect(str(path))
             try:
+                path.chmod(0o600)
                 con.execute("SET TimeZone = 'UTC'")
                 con.execute("SET memory_limit = ?", [self.memory_limit])
-                con.execute("SET temp_directory = ?", [str(path.parent / "duckdb_tmp")])
+                con.execute("SET temp_directory = ?", [str(spill)])
                 if self.threads:
                     con.execute("SET threads = ?", [self.threads])
                 yield con
@@ -149,28 +174,36 @@ class Warehouse(dg.ConfigurableResource):
 class Tracking(dg.ConfigurableResource):
     """MLflow tracking: the project's sqlite store unless MLFLOW_TRACKING_URI says otherwise."""
 
-    tracking_uri: str = ""
+    home: str = Field(DEFAULT_HOME, description=HOME_DESCRIPTION)
+    tracking_uri: str = Field("", description="MLFLOW_TRACKING_URI; empty = sqlite:///<home>/mlflow.db.")
     experiment_name: str = EXPERIMENT_NAME
     registered_model_name: str = REGISTERED_MODEL_NAME
 
+    @property
+    def project_store(self) -> bool:
+        """True for the project's own sqlite store (artifacts under <home>/mlartifacts)."""
+        return not self.tracking_uri
+
+    @property
+    def artifacts(self) -> Path:
+        return home_path(self.home) / "mlartifacts"
+
     def uri(self) -> str:
-        return self.tracking_uri or tracking_uri()
+        return self.tracking_uri or f"sqlite:///{home_path(self.home) / 'mlflow.db'}"
 
     def client(self):
         """Point mlflow at the store (creating the experiment with its artifact folder) and return a client."""
         import mlflow
 
         uri = self.uri()
-        # Decided before set_tracking_uri, which exports MLFLOW_TRACKING_URI itself.
-        project_store = not self.tracking_uri and not os.environ.get("MLFLOW_TRACKING_URI")
         mlflow.set_tracking_uri(uri)
         mlflow.set_registry_uri(uri)
         client = mlflow.MlflowClient(tracking_uri=uri, registry_uri=uri)
         if client.get_experiment_by_name(self.experiment_name) is None:
             artifact_root = None  # a tracking server of your own decides where artifacts go
-            if project_store:
-                paths().mlartifacts.mkdir(parents=True, exist_ok=True)
-                artifact_root = paths().mlartifacts.as_uri()
+            if self.project_store:
+                self.artifacts.mkdir(parents=True, exist_ok=True)
+                artifact_root = self.artifacts.as_uri()
             client.create_experiment(self.experiment_name, artifact_location=artifact_root)
         mlflow.set_experiment(self.experiment_name)
         return client

@@ -22,16 +22,12 @@ import dagster as dg
 import numpy as np
 from pydantic import Field
 
-from engagement_pipeline.resources import (
-    CHAMPION_ALIAS,
-    Tracking,
-    Warehouse,
-    partitions_start,
-    paths,
-)
+from engagement_pipeline.resources import CHAMPION_ALIAS, Storage, Tracking, Warehouse
+from engagement_pipeline.settings import Settings
 from engagement_pipeline.windows import FeatureMatrix, gather_windows, load_feature_matrix
 
-daily_partitions = dg.DailyPartitionsDefinition(start_date=partitions_start(), timezone="UTC")
+# Partitions are part of the asset's definition, so their first day is read when the code location loads.
+daily_partitions = dg.DailyPartitionsDefinition(start_date=Settings.from_environment().partitions_start, timezone="UTC")
 
 
 class ScoringConfig(dg.Config):
@@ -175,10 +171,6 @@ def predictions_table(champion: Champion, matrix: FeatureMatrix, active: dict, a
     return pa.table(columns)
 
 
-def prediction_path(day: str) -> Path:
-    return paths().predictions / f"date={day}" / "predictions.parquet"
-
-
 def write_atomically(table, target: Path) -> None:
     """Write beside `target`, fsync, then rename over it: readers see the old file or the new one."""
     import pyarrow.parquet as pq
@@ -258,7 +250,11 @@ PREDICTIONS_SCHEMA = dg.TableSchema(
     ],
 )
 def user_predictions(
-    context: dg.AssetExecutionContext, config: ScoringConfig, warehouse: Warehouse, tracking: Tracking
+    context: dg.AssetExecutionContext,
+    config: ScoringConfig,
+    warehouse: Warehouse,
+    tracking: Tracking,
+    storage: Storage,
 ):
     window = context.partition_time_window
     day = context.partition_key
@@ -282,7 +278,7 @@ def user_predictions(
         )
 
     table = predictions_table(champion, matrix, active, window.end, config.batch_size)
-    target = prediction_path(day)
+    target = storage.prediction_file(day)
     write_atomically(table, target)
     context.log.info(f"{table.num_rows:,} users scored -> {target}")
 

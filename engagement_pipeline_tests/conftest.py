@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from engagement_pipeline.resources import Warehouse
+from engagement_pipeline.settings import Settings
 
 FIXTURES = Path(__file__).parent / "fixtures" / "zooniverse"
 CAT_EXPORT = FIXTURES / "cat-project-classifications.csv"
@@ -34,6 +35,11 @@ def engagement_home(tmp_path, monkeypatch) -> Path:
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
     monkeypatch.delenv("ENGAGEMENT_EXPORTS_DIR", raising=False)
     return home
+
+
+@pytest.fixture
+def settings(engagement_home) -> Settings:
+    return Settings.from_environment()
 
 
 @pytest.fixture

@@ -27,8 +27,14 @@ from hypothesis import strategies as st
 
 from engagement_pipeline import ingest
 from engagement_pipeline.ingest import ExportFormatError
-from engagement_pipeline.resources import Warehouse, paths
-from engagement_pipeline_tests.conftest import MICHIGAN_EXPORT, copy_real_exports, csv_text, read_rows
+from engagement_pipeline.resources import Warehouse
+from engagement_pipeline_tests.conftest import (
+    MICHIGAN_EXPORT,
+    copy_real_exports,
+    csv_text,
+    read_rows,
+)
+from engagement_pipeline_tests.project import project_resources
 
 HEADER, ROWS = read_rows(MICHIGAN_EXPORT)
 COLUMN = {name: i for i, name in enumerate(HEADER)}
@@ -36,9 +42,10 @@ IDS = [int(r[COLUMN["classification_id"]]) for r in ROWS]
 
 
 def run_ingest(warehouse: Warehouse, folder: Path) -> ingest.IngestReport:
-    salt = ingest.load_salt(paths().salt_file)
+    storage = project_resources()["storage"]
+    salt = ingest.load_salt(storage.salt_file)
     with warehouse.connect() as con:
-        return ingest.ingest_exports(con, ingest.find_exports(folder), salt, paths().home / "tmp")
+        return ingest.ingest_exports(con, ingest.find_exports(folder), salt, storage.root / "tmp")
 
 
 def query(warehouse: Warehouse, sql: str, params=None) -> list[tuple]:

@@ -27,6 +27,7 @@ from engagement_pipeline.cli import (
 )
 from engagement_pipeline.ingest import PANOPTES_COLUMNS, ingest_assets
 from engagement_pipeline.resources import CHAMPION_ALIAS
+from engagement_pipeline_tests.project import project_resources
 
 SUBCOMMANDS = ("demo", "run", "generate", "score", "mlflow-ui", "dagster-ui")
 
@@ -62,15 +63,15 @@ def test_servers_bind_to_localhost_unless_told(subcommand):
     assert parser.parse_args([subcommand, "--host", "0.0.0.0"]).host == "0.0.0.0"
 
 
-def test_server_commands_use_the_given_address_and_this_environment():
-    for command in (mlflow_ui_command("127.0.0.1", 5123), dagster_ui_command("127.0.0.1", 3123)):
+def test_server_commands_use_the_given_address_and_this_environment(settings):
+    for command in (mlflow_ui_command(settings, "127.0.0.1", 5123), dagster_ui_command("127.0.0.1", 3123)):
         assert command[0] == sys.executable  # runs in the project's environment, whatever PATH says
         assert command[command.index("--host" if "--host" in command else "-h") + 1] == "127.0.0.1"
         assert command[command.index("--port" if "--port" in command else "-p") + 1] in {"5123", "3123"}
 
 
-def test_mlflow_ui_points_at_the_projects_store(engagement_home):
-    command = mlflow_ui_command("127.0.0.1", 5000)
+def test_mlflow_ui_points_at_the_projects_store(engagement_home, settings):
+    command = mlflow_ui_command(settings, "127.0.0.1", 5000)
     assert command[command.index("--backend-store-uri") + 1] == f"sqlite:///{engagement_home / 'mlflow.db'}"
     assert command[command.index("--default-artifact-root") + 1] == (engagement_home / "mlartifacts").as_uri()
 
@@ -86,7 +87,7 @@ def test_generate_writes_an_export_the_ingest_accepts(exports_dir, warehouse):
         header = [name for (name,) in described.fetchall()]
     assert header == list(PANOPTES_COLUMNS)
 
-    materialized = dg.materialize(ingest_assets, resources={"warehouse": warehouse})
+    materialized = dg.materialize(ingest_assets, resources=project_resources(warehouse=warehouse))
     assert materialized.success
     with duckdb.connect(str(warehouse.path), read_only=True) as con:
         stored, rejected = con.execute(
@@ -101,7 +102,6 @@ UNCLEAR_DAYS = [
     (["--start", "2025-06-02", "--end", "2025-06-01"], "--end 2025-06-01 is before --start 2025-06-02"),
     (["--date", "2025-06-02", "--start", "2025-06-01"], "not both"),
     (["--end", "2025-06-01"], "--end needs a --start"),
-    ([], "give --date D"),
 ]
 
 
@@ -123,6 +123,20 @@ def test_the_installed_script_reports_bad_days_without_a_traceback(args, message
     assert "Traceback" not in result.stderr
 
 
+def test_score_without_a_day_takes_the_last_complete_day_with_data_or_says_there_is_none(settings, capsys):
+    assert days_to_score(None, None, None) == []  # the default, looked up in the warehouse
+    with pytest.raises(SystemExit) as exit_info:
+        main(["score"])
+    assert "No complete UTC day with classifications" in str(exit_info.value.code)
+
+
+def test_score_of_a_day_outside_the_partitions_says_which_days_exist(settings):
+    with pytest.raises(SystemExit) as exit_info:
+        main(["score", "--date", "2030-01-01"])
+    message = str(exit_info.value.code)
+    assert "2030-01-01 cannot be scored" in message and "from 2015-01-01 to" in message
+
+
 def test_days_to_score_is_inclusive():
     day = dt.date(2025, 6, 30)
     assert days_to_score(day, None, None) == [day]
@@ -134,10 +148,15 @@ def test_summary_line_reports_what_an_asset_did():
     line = summary_line(
         "classifications", {"dagster/row_count": dg.MetadataValue.int(6000), "rows_inserted": 6000, "files_read": 1}
     )
-    assert line == "  done: classifications (6,000 rows, 6,000 new rows)"
+    assert line == "  done: classifications (6,000 rows in the table; this run: 6,000 new rows stored)"
+    rejected = summary_line(
+        "rejected_rows",
+        {"dagster/row_count": dg.MetadataValue.int(0), "rows_inserted": 150_000, "rows_rejected_this_run": 0},
+    )
+    assert rejected == "  done: rejected_rows (0 rows in the table; this run: 150,000 new rows stored, 0 rows rejected)"
     assert summary_line("stg_users", {}) == "  done: stg_users"
     trained = summary_line("engagement_model", {"champion_decision": "first model", "promoted": True})
-    assert "champion first model" in trained
+    assert "champion: first model" in trained
 
 
 def test_score_without_a_champion_shows_progress_then_says_what_to_do():
@@ -149,12 +168,14 @@ def test_score_without_a_champion_shows_progress_then_says_what_to_do():
     assert "failed in user_predictions: " in result.stderr  # the step and its own error, last thing printed
 
 
-def test_run_scores_only_complete_days_never_today(exports_dir, warehouse):
+def test_run_scores_only_complete_days_never_today(exports_dir, warehouse, settings):
     import datetime as dt
 
     from engagement_pipeline import ingest
     from engagement_pipeline.cli import latest_complete_days
-    from engagement_pipeline.resources import paths
+    from engagement_pipeline_tests.project import project_resources
+
+    storage = project_resources()["storage"]
     from engagement_pipeline_tests.conftest import csv_text
 
     today = dt.datetime.now(dt.UTC).replace(hour=0, minute=0, second=1, microsecond=0)
@@ -163,6 +184,6 @@ def test_run_scores_only_complete_days_never_today(exports_dir, warehouse):
     (exports_dir / "recent.csv").write_text(csv_text(["classification_id", "user_name", "user_id", "created_at"], rows))
     with warehouse.connect() as con:
         ingest.ingest_exports(
-            con, ingest.find_exports(exports_dir), ingest.load_salt(paths().salt_file), paths().home / "tmp"
+            con, ingest.find_exports(exports_dir), ingest.load_salt(storage.salt_file), storage.root / "tmp"
         )
-    assert latest_complete_days(2) == [days[1].date().isoformat(), days[2].date().isoformat()]
+    assert latest_complete_days(settings, 2) == [days[1].date().isoformat(), days[2].date().isoformat()]

@@ -28,9 +28,10 @@ import pytest
 
 from engagement_pipeline.definitions import defs
 from engagement_pipeline.ingest import ingest_assets
-from engagement_pipeline.resources import DEFAULT_PARTITIONS_START
+from engagement_pipeline.settings import DEFAULT_PARTITIONS_START
 from engagement_pipeline.sql_models import sql_model_assets
 from engagement_pipeline_tests.conftest import CAT_EXPORT
+from engagement_pipeline_tests.project import project_resources
 
 SNAPSHOT = Path(__file__).parent / "snapshots" / "definitions.json"
 UPDATE_HINT = (
@@ -181,12 +182,17 @@ from engagement_pipeline.definitions import defs
 import dagster as dg
 partitions = defs.resolve_asset_graph().get(dg.AssetKey("user_predictions")).partitions_def
 heavy = sorted({{name.split(".")[0] for name in sys.modules}} & set({HEAVY_MODULES!r}))
-print(json.dumps({{"heavy": heavy, "first": partitions.get_first_partition_key(), "timezone": partitions.timezone}}))
+import os
+created = sorted(os.listdir("."))  # the code location writes nothing: no home, no database, no store
+print(json.dumps({{"heavy": heavy, "first": partitions.get_first_partition_key(), "timezone": partitions.timezone,
+                  "created": created}}))
 """
     environment = {k: v for k, v in os.environ.items() if k != "ENGAGEMENT_PARTITIONS_START"}
     environment.update(ENGAGEMENT_HOME=str(tmp_path / "home"), **env)
+    workdir = tmp_path / "workdir"
+    workdir.mkdir()
     completed = subprocess.run(
-        [sys.executable, "-c", probe], cwd=tmp_path, env=environment, capture_output=True, text=True, timeout=120
+        [sys.executable, "-c", probe], cwd=workdir, env=environment, capture_output=True, text=True, timeout=120
     )
     assert completed.returncode == 0, completed.stderr
     return json.loads(completed.stdout.strip().splitlines()[-1])
@@ -196,6 +202,22 @@ def test_fresh_import_is_light_and_starts_partitions_in_2015(tmp_path):
     report = _fresh_import(tmp_path)
     assert report["heavy"] == [], f"loading the code location imported {report['heavy']}: import them inside assets"
     assert (report["first"], report["timezone"]) == ("2015-01-01", "UTC")
+    assert report["created"] == [], f"importing the code location created {report['created']}"
+    assert not (tmp_path / "home").exists(), "importing the code location created ENGAGEMENT_HOME"
+
+
+def test_importing_sql_models_reads_no_sql_until_asked(tmp_path):
+    probe = (
+        "import engagement_pipeline.sql_models as m; "
+        "print(m.project_models.cache_info().currsize, m.sql_model_assets.cache_info().currsize, "
+        "len(m.sql_model_assets()), m.project_models.cache_info().currsize)"
+    )
+    completed = subprocess.run(
+        [sys.executable, "-c", probe], cwd=tmp_path, capture_output=True, text=True, timeout=120, check=True
+    )
+    before_models, before_assets, n_assets, after_models = map(int, completed.stdout.split())
+    assert (before_models, before_assets) == (0, 0), "importing sql_models discovered or built models"
+    assert n_assets >= 3 and after_models == 1
 
 
 def test_partitions_start_follows_the_environment(tmp_path):
@@ -212,8 +234,8 @@ def _built_columns(con, table: str) -> list[tuple[str, str]]:
 def test_declared_column_schemas_match_the_built_tables(exports_dir, warehouse):
     """The column schemas the UI shows before a run are the columns a real run builds."""
     (exports_dir / CAT_EXPORT.name).write_bytes(CAT_EXPORT.read_bytes())
-    assets = [*ingest_assets, *sql_model_assets]
-    result = dg.materialize(assets, resources={"warehouse": warehouse})
+    assets = [*ingest_assets, *sql_model_assets()]
+    result = dg.materialize(assets, resources=project_resources(warehouse=warehouse))
     assert result.success
 
     graph = defs.resolve_asset_graph()
@@ -237,10 +259,13 @@ def test_features_schema_marks_only_the_declared_nullable_columns():
     assert {column.name for column in schema.columns} > nullable | keys
 
 
-def test_the_nightly_refresh_ingests_and_rebuilds_the_models_an_hour_before_scoring(exports_dir):
-    from engagement_pipeline.definitions import defs
-    from engagement_pipeline.resources import Warehouse
+def test_the_nightly_refresh_ingests_and_rebuilds_the_models_an_hour_before_scoring(exports_dir, settings):
+    from engagement_pipeline.definitions import build_definitions
     from engagement_pipeline_tests.conftest import copy_real_exports
+
+    defs = build_definitions(
+        settings.resources()
+    )  # resources from this test's environment, as a code server would build them
 
     refresh = defs.resolve_schedule_def("nightly_refresh_schedule")
     scoring = defs.resolve_schedule_def("nightly_scoring_schedule")
@@ -250,6 +275,6 @@ def test_the_nightly_refresh_ingests_and_rebuilds_the_models_an_hour_before_scor
     copy_real_exports(exports_dir)
     result = defs.resolve_job_def(refresh.job_name).execute_in_process()
     assert result.success
-    with Warehouse().connect() as con:
+    with project_resources()["warehouse"].connect() as con:
         assert con.execute("select count(*) from features").fetchone() == (2153,)
         assert con.execute("select count(distinct horizon_minutes) from labels").fetchone() == (3,)

@@ -19,6 +19,7 @@ from engagement_pipeline.sql_models import (
     sql_model_assets,
     sql_model_checks,
 )
+from engagement_pipeline_tests.project import project_resources
 from engagement_pipeline_tests.sql_fixtures import (
     connect,
     generate_classifications,
@@ -148,8 +149,8 @@ def test_dagster_materializes_every_model_and_passes_its_checks(tmp_path, monkey
     monkeypatch.setenv("ENGAGEMENT_HOME", str(tmp_path / "home"))
     warehouse = Warehouse(database=str(tmp_path / "warehouse.duckdb"), memory_limit="1GB", threads=2)
     result = dg.materialize(
-        [stand_in_classifications, *sql_model_assets, *sql_model_checks],
-        resources={"warehouse": warehouse},
+        [stand_in_classifications, *sql_model_assets(), *sql_model_checks],
+        resources=project_resources(warehouse=warehouse),
         run_config={"ops": {"sessions": {"config": {"horizons": [10, 30], "session_gap_minutes": None}}}},
     )
     assert result.success

@@ -9,7 +9,6 @@ import pytest
 
 from engagement_pipeline import ingest
 from engagement_pipeline.ingest import ExportFormatError
-from engagement_pipeline.resources import paths
 from engagement_pipeline_tests.conftest import (
     CAT_EXPORT,
     MICHIGAN_EXPORT,
@@ -17,12 +16,14 @@ from engagement_pipeline_tests.conftest import (
     csv_text,
     read_rows,
 )
+from engagement_pipeline_tests.project import project_resources
 
 
 def run_ingest(warehouse, folder: Path) -> ingest.IngestReport:
-    salt = ingest.load_salt(paths().salt_file)
+    storage = project_resources()["storage"]
+    salt = ingest.load_salt(storage.salt_file)
     with warehouse.connect() as con:
-        return ingest.ingest_exports(con, ingest.find_exports(folder), salt, paths().home / "tmp")
+        return ingest.ingest_exports(con, ingest.find_exports(folder), salt, storage.root / "tmp")
 
 
 def query(warehouse, sql: str, params=None):
@@ -266,7 +267,7 @@ def test_ingest_asset_and_checks_through_dagster(warehouse, exports_dir):
     from engagement_pipeline.ingest import ingest_assets, ingest_checks
 
     copy_real_exports(exports_dir)
-    result = dg.materialize([*ingest_assets, *ingest_checks], resources={"warehouse": warehouse})
+    result = dg.materialize([*ingest_assets, *ingest_checks], resources=project_resources(warehouse=warehouse))
     assert result.success
     by_key = {
         m.asset_key.to_user_string(): m.metadata

@@ -22,10 +22,12 @@ import pytest
 
 from engagement_pipeline import cli, ingest
 from engagement_pipeline.ingest import ingest_assets, ingest_checks
-from engagement_pipeline.resources import Warehouse, paths
+from engagement_pipeline.resources import Warehouse
+from engagement_pipeline.settings import Settings
 from engagement_pipeline.sql_models import build_models
 from engagement_pipeline_tests.conftest import MICHIGAN_EXPORT, csv_text, read_rows
 from engagement_pipeline_tests.crash_helpers import build_scored_home, prediction_file
+from engagement_pipeline_tests.project import project_resources
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -136,7 +138,7 @@ def test_a_killed_ingest_leaves_no_raw_copy_behind(warehouse, exports_dir):
     leftover = scratch / f"{ingest.TRANSCODED_PREFIX}k1ll3d.csv"
     leftover.write_bytes(MICHIGAN_EXPORT.read_bytes())
     (exports_dir / "export.csv").write_bytes(MICHIGAN_EXPORT.read_bytes())
-    assert dg.materialize([*ingest_assets], resources={"warehouse": warehouse}).success
+    assert dg.materialize([*ingest_assets], resources=project_resources(warehouse=warehouse)).success
     assert not leftover.exists()
 
 
@@ -145,7 +147,7 @@ def test_servers_bind_to_localhost_by_default():
     for command in ("dagster-ui", "mlflow-ui"):
         assert parser.parse_args([command]).host == "127.0.0.1"
     args = parser.parse_args(["mlflow-ui"])
-    argv = cli.mlflow_ui_command(args.host, args.port)
+    argv = cli.mlflow_ui_command(Settings.from_environment(), args.host, args.port)
     assert argv[argv.index("--host") + 1] == "127.0.0.1"
     assert "0.0.0.0" not in argv
 
@@ -160,7 +162,7 @@ def test_file_and_column_names_that_look_like_sql_are_only_data(warehouse, expor
     target = exports_dir / evil_name
     target.write_text(text)
 
-    result = dg.materialize([*ingest_assets, *ingest_checks], resources={"warehouse": warehouse})
+    result = dg.materialize([*ingest_assets, *ingest_checks], resources=project_resources(warehouse=warehouse))
     assert result.success
     with warehouse.connect() as con:
         assert con.execute("select count(*), min(source_file), max(source_file) from classifications").fetchone() == (
@@ -172,7 +174,7 @@ def test_file_and_column_names_that_look_like_sql_are_only_data(warehouse, expor
         assert con.execute("select source_file from ingested_files").fetchall() == [(str(target),)]
         assert build_models(con)["features"] == 19  # the downstream models still build
     # And a second run recognizes the file by its content.
-    assert dg.materialize([*ingest_assets], resources={"warehouse": warehouse}).success
+    assert dg.materialize([*ingest_assets], resources=project_resources(warehouse=warehouse)).success
     with warehouse.connect() as con:
         assert con.execute("select count(*) from classifications").fetchone() == (19,)
-    assert paths().home == warehouse.path.parent
+    assert project_resources()["storage"].root == warehouse.path.parent

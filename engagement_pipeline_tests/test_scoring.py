@@ -19,13 +19,11 @@ import pytest
 
 from engagement_pipeline.definitions import defs
 from engagement_pipeline.ingest import ingest_assets
-from engagement_pipeline.resources import Tracking, Warehouse
 from engagement_pipeline.sample_export import write_export
 from engagement_pipeline.scoring import (
     daily_partitions,
     load_champion,
     nightly_scoring_schedule,
-    prediction_path,
     user_predictions,
     write_atomically,
 )
@@ -33,6 +31,7 @@ from engagement_pipeline.sql_models import sql_model_assets, sql_model_checks
 from engagement_pipeline.training import engagement_model
 from engagement_pipeline.windows import gather_windows, load_feature_matrix
 from engagement_pipeline_tests.conftest import QUICK_TRAINING, csv_text
+from engagement_pipeline_tests.project import project_resources
 
 CONTRACT_COLUMNS = [
     "user_key", "as_of", "last_classification_at", "n_classifications",
@@ -72,8 +71,8 @@ def trained(tmp_path_factory) -> Path:
         env.setenv("ENGAGEMENT_EXPORTS_DIR", str(exports))
         env.delenv("MLFLOW_TRACKING_URI", raising=False)
         result = dg.materialize(
-            [*ingest_assets, *sql_model_assets, *sql_model_checks, engagement_model],
-            resources={"warehouse": Warehouse(), "tracking": Tracking()},
+            [*ingest_assets, *sql_model_assets(), *sql_model_checks, engagement_model],
+            resources=project_resources(),
             run_config={"ops": {"engagement_model": {"config": QUICK_TRAINING}}},
         )
         assert result.success
@@ -93,13 +92,13 @@ def score(day: str, *, raise_on_error: bool = True) -> dg.ExecuteInProcessResult
     return dg.materialize(
         [user_predictions],
         partition_key=day,
-        resources={"warehouse": Warehouse(), "tracking": Tracking()},
+        resources=project_resources(),
         raise_on_error=raise_on_error,
     )
 
 
 def read_day(day: str) -> pd.DataFrame:
-    return pd.read_parquet(prediction_path(day)).set_index("user_key")
+    return pd.read_parquet(project_resources()["storage"].prediction_file(day)).set_index("user_key")
 
 
 def test_utc_day_boundaries_decide_who_is_scored(home):
@@ -144,9 +143,9 @@ def test_probabilities_equal_the_champion_through_pyfunc_for_the_same_windows(ho
     score(day)
     frame = read_day(day)
 
-    champion = load_champion(Tracking())  # models:/engagement-lstm@champion through mlflow.pyfunc
+    champion = load_champion(project_resources()["tracking"])  # models:/engagement-lstm@champion through mlflow.pyfunc
     as_of = dt.datetime(2025, 7, 16, tzinfo=dt.UTC)
-    with Warehouse().connect() as con:
+    with project_resources()["warehouse"].connect() as con:
         matrix = load_feature_matrix(con, where_sql="created_at < ?", params=[as_of])
         last = con.execute(
             "select classification_id from features where created_at >= ? and created_at < ? "
@@ -164,7 +163,7 @@ def test_probabilities_equal_the_champion_through_pyfunc_for_the_same_windows(ho
 
 def test_parquet_has_the_contract_schema_for_pandas_and_duckdb(home):
     score("2025-07-15")
-    path = prediction_path("2025-07-15")
+    path = project_resources()["storage"].prediction_file("2025-07-15")
     assert path == home / "predictions" / "date=2025-07-15" / "predictions.parquet"
 
     frame = pd.read_parquet(path)
@@ -182,14 +181,14 @@ def test_parquet_has_the_contract_schema_for_pandas_and_duckdb(home):
 
 def test_a_day_without_classifications_writes_an_empty_file_with_the_full_schema(home):
     result = score("2025-12-25")
-    frame = pd.read_parquet(prediction_path("2025-12-25"))
+    frame = pd.read_parquet(project_resources()["storage"].prediction_file("2025-12-25"))
     assert frame.empty and list(frame.columns) == CONTRACT_COLUMNS
     assert result.asset_materializations_for_node("user_predictions")[0].metadata["users_scored"].value == 0
 
 
 def test_a_rerun_replaces_the_file_and_a_failed_write_keeps_the_previous_one(home, monkeypatch):
     score("2025-07-15")
-    path = prediction_path("2025-07-15")
+    path = project_resources()["storage"].prediction_file("2025-07-15")
     first = pq.read_table(path)
     score("2025-07-15")
     second = pq.read_table(path)
@@ -213,7 +212,7 @@ def test_no_champion_fails_saying_what_to_materialize(engagement_home, warehouse
     result = dg.materialize(
         [user_predictions],
         partition_key="2025-07-15",
-        resources={"warehouse": warehouse, "tracking": Tracking()},
+        resources=project_resources(warehouse=warehouse),
         raise_on_error=False,
     )
     assert not result.success

@@ -36,12 +36,14 @@ import requests
 from engagement_pipeline.cli import mlflow_ui_command
 from engagement_pipeline.definitions import defs
 from engagement_pipeline.ingest import ingest_assets, ingest_checks
-from engagement_pipeline.resources import CHAMPION_ALIAS, EXPERIMENT_NAME, REGISTERED_MODEL_NAME, Tracking, Warehouse
+from engagement_pipeline.resources import CHAMPION_ALIAS, EXPERIMENT_NAME, REGISTERED_MODEL_NAME
 from engagement_pipeline.sample_export import write_export
-from engagement_pipeline.scoring import prediction_path, user_predictions
+from engagement_pipeline.scoring import user_predictions
+from engagement_pipeline.settings import Settings
 from engagement_pipeline.sql_models import sql_model_assets, sql_model_checks
 from engagement_pipeline.training import engagement_model
 from engagement_pipeline_tests.conftest import QUICK_TRAINING
+from engagement_pipeline_tests.project import project_resources
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 SNAPSHOT = Path(__file__).parent / "snapshots" / "definitions.json"
@@ -298,8 +300,8 @@ def trained(tmp_path_factory) -> tuple[Path, dict]:
         env.setenv("ENGAGEMENT_EXPORTS_DIR", str(exports))
         env.delenv("MLFLOW_TRACKING_URI", raising=False)
         result = dg.materialize(
-            [*ingest_assets, *ingest_checks, *sql_model_assets, *sql_model_checks, engagement_model],
-            resources={"warehouse": Warehouse(), "tracking": Tracking()},
+            [*ingest_assets, *ingest_checks, *sql_model_assets(), *sql_model_checks, engagement_model],
+            resources=project_resources(),
             run_config={"ops": {"engagement_model": {"config": QUICK_TRAINING}}},
         )
         assert result.success
@@ -317,7 +319,7 @@ def test_mlflow_ui_shows_the_experiment_model_and_champion(trained, monkeypatch,
     port = free_port()
     api = f"http://127.0.0.1:{port}/api/2.0/mlflow"
     log_path = tmp_path / "mlflow-ui.log"
-    argv = mlflow_ui_command("127.0.0.1", port)
+    argv = mlflow_ui_command(Settings.from_environment(), "127.0.0.1", port)
     assert argv[argv.index("--host") + 1] == "127.0.0.1"
     with server_group(argv, log_path) as server:
         wait_until(lambda: http.get(f"http://127.0.0.1:{port}/health", timeout=5).ok, server, log_path, "mlflow server")
@@ -356,13 +358,11 @@ def test_declared_prediction_schema_matches_a_scored_day(trained, monkeypatch):
     """The column schema the Dagster UI shows for user_predictions is the file the asset writes."""
     home, _ = trained
     monkeypatch.setenv("ENGAGEMENT_HOME", str(home))
-    with Warehouse().connect() as con:
+    with project_resources()["warehouse"].connect() as con:
         (day,) = con.execute("select max(created_at)::date::varchar from classifications").fetchone()
-    result = dg.materialize(
-        [user_predictions], partition_key=day, resources={"warehouse": Warehouse(), "tracking": Tracking()}
-    )
+    result = dg.materialize([user_predictions], partition_key=day, resources=project_resources())
     assert result.success
-    written = pq.read_schema(prediction_path(day))
+    written = pq.read_schema(project_resources()["storage"].prediction_file(day))
     declared = defs.resolve_asset_graph().get(dg.AssetKey("user_predictions")).metadata["dagster/column_schema"]
     assert [(column.name, column.type) for column in declared.columns] == [
         (field.name, str(field.type)) for field in written

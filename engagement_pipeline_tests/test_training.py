@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 from sklearn.metrics import average_precision_score, brier_score_loss, log_loss, roc_auc_score
 
-from engagement_pipeline.resources import CHAMPION_ALIAS, REGISTERED_MODEL_NAME, Tracking, Warehouse
+from engagement_pipeline.resources import CHAMPION_ALIAS, REGISTERED_MODEL_NAME, Warehouse
 from engagement_pipeline.training import (
     BASELINES,
     LABEL_LOOKAHEAD_HORIZONS,
@@ -38,6 +38,7 @@ from engagement_pipeline.training import (
     train_lstm,
 )
 from engagement_pipeline.windows import gather_windows
+from engagement_pipeline_tests.project import project_resources
 from engagement_pipeline_tests.training_fixtures import HORIZONS, make_warehouse
 
 TINY = dict(epochs=2, patience=2, hidden_size=16, batch_size=128, max_val_examples=2_000, window=8)
@@ -275,7 +276,7 @@ def constant_model(n_features: int, n_horizons: int):
 def test_run_training_logs_registers_and_promotes_only_a_model_at_least_as_good(dataset, tmp_path):
     import mlflow
 
-    tracking = Tracking()
+    tracking = project_resources()["tracking"]
     config = TrainingConfig(**TINY)
     result = run_training(dataset, config, tracking)
     client = tracking.client()
@@ -366,7 +367,7 @@ def test_promotion_rule():
 def test_engagement_model_asset_materializes_with_metadata(synthetic_db):
     result = dg.materialize(
         [engagement_model],
-        resources={"warehouse": Warehouse(database=str(synthetic_db), threads=2), "tracking": Tracking()},
+        resources=project_resources(warehouse=Warehouse(database=str(synthetic_db), threads=2)),
         run_config=dg.RunConfig({"engagement_model": TrainingConfig(**{**TINY, "epochs": 1})}),
     )
     assert result.success

@@ -1,0 +1,44 @@
+"""One home, one exports folder: a second folder is refused, never mixed in silently.
+
+A model trained on the bundled sample plus a project's own export (or on two
+projects' exports) describes neither, and its scores land on the wrong days.
+So the warehouse records the folder its first ingest read, and an ingest from
+any other folder stops before it writes anything, with a message that names
+the folders, what is stored, a few of the new files, and the fix: a home of
+its own for each exports folder (ENGAGEMENT_HOME). Moving a project's folder
+is the same refusal; the message says how to carry on with the stored data.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+SQL = Path(__file__).parent / "ingest_sql" / "exports_folder.sql"
+
+
+class MixedExportsError(RuntimeError):
+    """An ingest from another exports folder than the one this warehouse was built from."""
+
+
+def check_exports_folder(con, folder: Path, files: list[Path], home: Path) -> None:
+    """Record `folder` on the first ingest; raise MixedExportsError when the warehouse holds another folder's rows."""
+    con.execute(SQL.read_text())
+    recorded = con.execute("select folder from exports_folder").fetchone()
+    if recorded is None:
+        con.execute("insert into exports_folder values (?, now())", [str(folder)])
+        return
+    if Path(recorded[0]) == folder:
+        return
+    (stored,) = con.execute("select count(*) from classifications").fetchone()
+    if stored == 0:  # nothing of the old folder's is kept: this home is free to follow the new one
+        con.execute("update exports_folder set folder = ?, recorded_at = now()", [str(folder)])
+        return
+    shown = ", ".join(path.name for path in files[:3]) + (f" and {len(files) - 3} more" if len(files) > 3 else "")
+    raise MixedExportsError(
+        f"{folder} is not the exports folder of this home: {home} holds {stored:,} classifications from "
+        f"{recorded[0]}, and ingesting {shown} would mix two sets of volunteers into one model. Nothing was "
+        f"ingested. Give each exports folder a home of its own, e.g.\n"
+        f"    ENGAGEMENT_HOME={folder.parent / ('.engagement-' + folder.name)} engagement run --exports {folder}\n"
+        f"(or, if {folder} is the same project moved, put the files back under {recorded[0]}, "
+        f"or start this home afresh by removing {home})."
+    )

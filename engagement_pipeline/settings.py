@@ -1,0 +1,115 @@
+"""CONTRACT.md's environment variables, read in one place, once.
+
+    ENGAGEMENT_HOME              folder for all local state            ./.engagement
+    ENGAGEMENT_EXPORTS_DIR       classification exports (recursive)    the bundled sample, under the home
+    MLFLOW_TRACKING_URI          MLflow tracking store                 sqlite:///<home>/mlflow.db
+    DAGSTER_HOME                 Dagster instance                      <home>/dagster (the `engagement` command)
+    ENGAGEMENT_PARTITIONS_START  first day of the daily partitions     2015-01-01
+
+`Settings.from_environment()` is the only reader of the environment in the
+package. It turns the variables into resources (`resources()`), which
+`definitions.py` hands to Dagster, and into the environment of the child
+processes the `engagement` command starts (`child_environment()`): nothing
+else looks the variables up, and nothing rewrites `os.environ`.
+
+A variable that is set reaches the resources as a `dg.EnvVar`, so Dagster
+resolves it when a run starts and the UI shows the variable's name rather
+than its value (a tracking URI may carry credentials); one that is unset
+becomes its documented default.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+DEFAULT_HOME = ".engagement"
+DEFAULT_PARTITIONS_START = "2015-01-01"
+
+HOME_VARIABLE = "ENGAGEMENT_HOME"
+EXPORTS_VARIABLE = "ENGAGEMENT_EXPORTS_DIR"
+TRACKING_VARIABLE = "MLFLOW_TRACKING_URI"
+DAGSTER_HOME_VARIABLE = "DAGSTER_HOME"
+PARTITIONS_START_VARIABLE = "ENGAGEMENT_PARTITIONS_START"
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Where the project keeps its state and reads its exports; everything derives from `home`."""
+
+    home: Path
+    exports_dir: Path | None = None  # None: the bundled sample, written once under the home
+    tracking_uri: str | None = None  # None: the project's sqlite store under the home
+    dagster_home: Path | None = None  # None: <home>/dagster
+    partitions_start: str = DEFAULT_PARTITIONS_START
+    from_env: frozenset[str] = frozenset()  # which of the fields above came from a set variable
+
+    @classmethod
+    def from_environment(cls, environ: Mapping[str, str] | None = None) -> Settings:
+        environ = os.environ if environ is None else environ
+        present = frozenset(name for name in (HOME_VARIABLE, EXPORTS_VARIABLE, TRACKING_VARIABLE) if environ.get(name))
+        exports = environ.get(EXPORTS_VARIABLE)
+        dagster_home = environ.get(DAGSTER_HOME_VARIABLE)
+        return cls(
+            home=Path(environ.get(HOME_VARIABLE) or DEFAULT_HOME).resolve(),
+            exports_dir=Path(exports).resolve() if exports else None,
+            tracking_uri=environ.get(TRACKING_VARIABLE) or None,
+            dagster_home=Path(dagster_home).resolve() if dagster_home else None,
+            partitions_start=environ.get(PARTITIONS_START_VARIABLE) or DEFAULT_PARTITIONS_START,
+            from_env=present,
+        )
+
+    def with_exports(self, folder: Path | None) -> Settings:
+        """The same settings on another exports folder (`engagement run --exports DIR`)."""
+        return dataclasses.replace(
+            self,
+            exports_dir=Path(folder).resolve() if folder else None,
+            from_env=self.from_env - {EXPORTS_VARIABLE},
+        )
+
+    @property
+    def dagster_instance_home(self) -> Path:
+        return self.dagster_home or self.home / "dagster"
+
+    def _value(self, variable: str, value: str, as_env_vars: bool):
+        """A set variable as a dg.EnvVar (resolved when a run starts) if asked, else the plain value."""
+        if as_env_vars and variable in self.from_env:
+            import dagster as dg
+
+            return dg.EnvVar(variable)
+        return value
+
+    def resources(self, *, as_env_vars: bool = False) -> dict:
+        """The resources every asset receives (see resources.py).
+
+        `as_env_vars=True` is for the code location (definitions.py): set variables stay
+        `dg.EnvVar`s, which only a run can resolve. Plain values otherwise, for resources used
+        directly (the `engagement` command, notebooks, tests).
+        """
+        from engagement_pipeline.resources import Exports, Storage, Tracking, Warehouse
+
+        home = self._value(HOME_VARIABLE, str(self.home), as_env_vars)
+        tracking_uri = self._value(TRACKING_VARIABLE, self.tracking_uri or "", as_env_vars)
+        return {
+            "warehouse": Warehouse(home=home),
+            "tracking": Tracking(home=home, tracking_uri=tracking_uri),
+            "exports": Exports(folder=self._value(EXPORTS_VARIABLE, str(self.exports_dir or ""), as_env_vars)),
+            "storage": Storage(home=home),
+        }
+
+    def child_environment(self) -> dict[str, str]:
+        """os.environ plus these settings, for a process the `engagement` command starts."""
+        environment = dict(os.environ)
+        environment[HOME_VARIABLE] = str(self.home)
+        environment[DAGSTER_HOME_VARIABLE] = str(self.dagster_instance_home)
+        environment[PARTITIONS_START_VARIABLE] = self.partitions_start
+        if self.exports_dir is None:
+            environment.pop(EXPORTS_VARIABLE, None)
+        else:
+            environment[EXPORTS_VARIABLE] = str(self.exports_dir)
+        if self.tracking_uri:
+            environment[TRACKING_VARIABLE] = self.tracking_uri
+        return environment

@@ -1,0 +1,8 @@
+"""The project's resources as definitions.py builds them, from the test's own environment (see conftest.py)."""
+
+from engagement_pipeline.settings import Settings
+
+
+def project_resources(**overrides) -> dict:
+    """The resources definitions.py would build from this test's environment, with `overrides` swapped in."""
+    return {**Settings.from_environment().resources(), **overrides}
