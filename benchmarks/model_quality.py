@@ -4,7 +4,7 @@
     .venv/bin/python benchmarks/model_quality.py --seeds 7 11 23 --rows 150000 --extra-sizes 300000
 
 For each (seed, size) the bundled generator writes an export
-(`sample_export.write_export`) into a fresh temporary ENGAGEMENT_HOME; the
+(`engagement_pipeline.sample.write_export`) into a fresh temporary ENGAGEMENT_HOME; the
 real ingest, SQL models and `engagement_model` assets then run through
 `dg.materialize` with the default training config, exactly as `engagement
 demo` trains. The figures come from the MLflow run the asset logged: test
@@ -38,7 +38,7 @@ def train_on_sample(home: Path, seed: int, rows: int) -> tuple[dict[str, float],
 
     from engagement_pipeline.ingest import ingest_assets
     from engagement_pipeline.resources import Tracking, Warehouse
-    from engagement_pipeline.sample_export import SAMPLE_FILE_NAME, write_export
+    from engagement_pipeline.sample import SAMPLE_FILE_NAME, write_export
     from engagement_pipeline.sql_models import sql_model_assets
     from engagement_pipeline.training import engagement_model
 

@@ -153,7 +153,7 @@ def cmd_run(args) -> int:
 
 
 def cmd_generate(args) -> int:
-    from engagement_pipeline.sample_export import main as generate_main
+    from engagement_pipeline.sample import main as generate_main
 
     argv = ["--rows", str(args.rows), "--seed", str(args.seed), "--out", str(args.out)]
     return generate_main(argv)

@@ -492,7 +492,7 @@ def ingest_classifications(context: dg.AssetExecutionContext, warehouse: Warehou
     """Load new or changed export files into the warehouse, one transaction per file."""
     folder = exports_dir()
     if folder is None:
-        from engagement_pipeline.sample_export import ensure_sample_exports
+        from engagement_pipeline.sample import ensure_sample_exports
 
         folder = ensure_sample_exports(paths().sample_exports)
         context.log.info(f"ENGAGEMENT_EXPORTS_DIR is unset: using the bundled sample in {folder}")
