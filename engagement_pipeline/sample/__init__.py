@@ -79,7 +79,10 @@ The files, in the order a row is made:
     vocabulary.py      the project's constant tables (calendar, workflows, devices, time zones, names)
     arrays.py          vectorized helpers over segments (sessions of a volunteer, tasks of a session)
     timing.py          steps every shape shares (hours, arrivals, task and pause times, placing sessions)
+    shapes.py          the shapes of behaviour by name: default, traits, habits
     volunteers.py      the default shape: who comes, when, for how long, how they slow down
+    traits.py          the traits shape: persistent traits, three causes of stopping
+    habits.py          the habits shape: habitual counts, local-hour deadlines, weekly rhythm
     simulation.py      batches of volunteers to one sorted table of rows, with identities and answers
     identities.py      ids, names, hashed IPs, languages; browser sessions, user agents, viewports
     answers.py         each row's annotation, subject, version, gold standard, revision, id
@@ -98,12 +101,15 @@ from engagement_pipeline.sample.files import (
     generate_export_table,
     write_export,
 )
+from engagement_pipeline.sample.shapes import DEFAULT_SHAPE, SHAPES
 
 __all__ = [
     "DEFAULT_CLASSIFICATIONS",
     "DEFAULT_SEED",
+    "DEFAULT_SHAPE",
     "EXPORT_COLUMNS",
     "SAMPLE_FILE_NAME",
+    "SHAPES",
     "ensure_sample_exports",
     "generate_export_table",
     "main",

@@ -6,15 +6,14 @@ them into the export's text."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
 import pyarrow as pa
 
-from engagement_pipeline.sample import volunteers
 from engagement_pipeline.sample.answers import Answers, answers
 from engagement_pipeline.sample.identities import Browsers, Identities, browsers, identities
+from engagement_pipeline.sample.shapes import DEFAULT_SHAPE, Batch, Shape, shape_named
 from engagement_pipeline.sample.vocabulary import (
     LANGUAGES,
     START_EPOCH_MS,
@@ -22,9 +21,6 @@ from engagement_pipeline.sample.vocabulary import (
     USER_AGENTS,
     WORKFLOWS,
 )
-
-Batch = dict[str, dict[str, np.ndarray]]  # "users", "sessions", "rows" -> column -> array
-SimulateBatch = Callable[[np.random.Generator, int], Batch]
 
 
 @dataclass
@@ -35,11 +31,11 @@ class Simulation:
     n_sessions: int
 
 
-def _batches(rng: np.random.Generator, n: int, simulate_batch: SimulateBatch, rows_per_user: float) -> list[Batch]:
+def _batches(rng: np.random.Generator, n: int, shape: Shape) -> list[Batch]:
     batches, have = [], 0
     while have < n:
         need = n - have
-        batch = simulate_batch(rng, int(np.ceil(need / rows_per_user * 1.15)) + 20)
+        batch = shape.simulate_batch(rng, int(np.ceil(need / shape.rows_per_user * 1.15)) + 20)
         batches.append(batch)
         have += len(batch["rows"]["created"])
     return batches
@@ -127,17 +123,12 @@ def _table(u: dict, s: dict, r: dict, who: Identities, browser: Browsers, what: 
     return pa.table(columns)
 
 
-def simulate(
-    n_classifications: int,
-    seed: int,
-    simulate_batch: SimulateBatch = volunteers.simulate_batch,
-    rows_per_user: float = volunteers.ROWS_PER_USER_GUESS,
-) -> Simulation:
-    """Exactly n_classifications rows from volunteers of `simulate_batch`, deterministic for `seed`."""
+def simulate(n_classifications: int, seed: int, shape: str = DEFAULT_SHAPE) -> Simulation:
+    """Exactly n_classifications rows from volunteers of the named shape, deterministic for `seed`."""
     if n_classifications < 1:
         raise ValueError("n_classifications must be at least 1")
     rng = np.random.default_rng(seed)
-    u, s, r = _concatenate(_batches(rng, n_classifications, simulate_batch, rows_per_user), n_classifications)
+    u, s, r = _concatenate(_batches(rng, n_classifications, shape_named(shape)), n_classifications)
     u, s, r = _sort_and_compact(u, s, r)
     who = identities(rng, u["anon"], u["tz"])
     browser = browsers(rng, s["device"], u["device_seed"][s["user"]])

@@ -7,8 +7,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from engagement_pipeline.sample.arrays import categorical, segmented_cumsum
-from engagement_pipeline.sample.vocabulary import CALENDAR_DAYS, END_MS
+from engagement_pipeline.sample.arrays import ar1, categorical, segment_starts, segmented_cumsum, segments
+from engagement_pipeline.sample.vocabulary import CALENDAR_DAYS, DEVICE_WEIGHT, END_MS, TZ_WEIGHT, WF_WEIGHT
 
 
 def local_hour_mixture(rng: np.random.Generator, n: int) -> np.ndarray:
@@ -88,3 +88,48 @@ def uploaded_rows(
     created = finished + 150 + (rng.lognormal(np.log(350.0), 0.6, len(finished))).astype(np.int64)
     keep = (started >= 0) & (created < END_MS)
     return {"session": r_sess[keep], "started": started[keep], "finished": finished[keep], "created": created[keep]}
+
+
+def main_habits(rng: np.random.Generator, n: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """(anonymous, time zone, main device, main workflow) of n volunteers, as in the default shape."""
+    anon = rng.random(n) < 0.20
+    tz = categorical(rng, TZ_WEIGHT, n)
+    return anon, tz, categorical(rng, DEVICE_WEIGHT, n), categorical(rng, WF_WEIGHT, n)
+
+
+def usually(rng: np.random.Generator, habit: np.ndarray, share: float, weights: np.ndarray) -> np.ndarray:
+    """Per session: the volunteer's habitual category (`habit`, per session) with chance `share`,
+    else a category drawn from `weights`."""
+    n = len(habit)
+    return np.where(rng.random(n) < share, habit, categorical(rng, weights, n))
+
+
+def task_log_seconds(
+    rng: np.random.Generator, base_s: np.ndarray, s_k: np.ndarray, length: np.ndarray
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Log seconds of each task of sessions of `length` tasks, without fatigue: the session's
+    typical task (`base_s`: workflow, device, pace), a warm-up, experience (`s_k`: the volunteer's
+    session number), wandering attention and noise. Returns (row's session, first row, position, log s)."""
+    r_sess, r_first, pos = segments(length)
+    log_s = (
+        np.log(base_s)[r_sess]
+        + np.where(s_k == 0, 0.7, 0.2)[r_sess] * np.exp(-pos / 3.0)
+        - 0.06 * np.log1p(s_k)[r_sess]
+        + ar1(rng, len(r_sess), length, 0.93, 0.07)
+        + rng.normal(0.0, 0.42, len(r_sess))
+    )
+    return r_sess, r_first, pos, log_s
+
+
+def kept_prefix(
+    keep: np.ndarray, r_sess: np.ndarray, r_first: np.ndarray, offset: np.ndarray, dur_ms: np.ndarray
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Cut each session after its last kept task (`keep` is True on a prefix of each session's
+    candidate tasks; the first task is always kept). Returns (row's session, offset, duration,
+    session duration) of the kept rows."""
+    keep = keep.copy()
+    keep[r_first] = True
+    length = np.bincount(r_sess[keep], minlength=len(r_first))
+    offset, dur_ms = offset[keep], dur_ms[keep]
+    last = segment_starts(length) + length - 1
+    return r_sess[keep], offset, dur_ms, offset[last] + dur_ms[last]
