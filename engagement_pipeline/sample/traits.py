@@ -70,7 +70,7 @@ def _volunteers(rng: np.random.Generator, n: int) -> _Volunteers:
     anon, tz, main_device, main_wf = main_habits(rng, n)
     usual_min = np.clip(rng.lognormal(np.log(8.0), 0.8, n), 1.5, 150.0)
     pace = rng.lognormal(0.0, 0.40, n)
-    cause = categorical(rng, np.array([0.40, 0.35, 0.25]), n)
+    cause = categorical(rng, np.array([0.40, 0.35, 0.25]), n)  # TIRES, CLOCK, INTERRUPTED
     day = rng.choice(CALENDAR_DAYS, size=n, p=arrival_day_weights())
     hour = local_hour_mixture(rng, n)
     first_ms = day * DAY_MS + (hour * 3_600_000).astype(np.int64) - TZ_LOCAL_MINUS_UTC_MIN[tz] * 60_000
@@ -88,7 +88,11 @@ def _stop_minutes(rng: np.random.Generator, v: _Volunteers, s_user: np.ndarray) 
     n = len(s_user)
     scale = v.usual_min[s_user] * np.exp(rng.normal(0.0, 0.3, n))
     e = rng.exponential(1.0, n)
-    stop = np.choose(v.cause[s_user], [scale * e ** (1 / 3), scale * 1.13 * e ** (1 / 2.5), scale * e])
+    cause = v.cause[s_user]
+    stop = np.select(
+        [cause == TIRES, cause == CLOCK, cause == INTERRUPTED],
+        [scale * e ** (1 / 3), scale * 1.13 * e ** (1 / 2.5), scale * e],  # (fatigue)^3, Weibull 2.5, exponential
+    )
     return scale, np.minimum(stop, _MAX_SESSION_MIN)
 
 
