@@ -8,7 +8,7 @@ OUT = Path(__file__).resolve().parent / "out"
 
 def cached_export(rows: int, seed: int = 11) -> Path:
     """benchmarks/out/export-<rows>.csv, written once by the bundled generator."""
-    from engagement_pipeline.sample_export import write_export
+    from engagement_pipeline.sample import write_export
 
     OUT.mkdir(exist_ok=True)
     export = OUT / f"export-{rows}.csv"

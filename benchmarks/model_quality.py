@@ -2,9 +2,12 @@
 
     .venv/bin/python benchmarks/model_quality.py                       # seeds 7 11 23 at 150k, seed 7 at 300k
     .venv/bin/python benchmarks/model_quality.py --seeds 7 11 23 --rows 150000 --extra-sizes 300000
+    .venv/bin/python benchmarks/model_quality.py --shapes default traits habits --seeds 7 --extra-sizes
 
-For each (seed, size) the bundled generator writes an export
-(`sample_export.write_export`) into a fresh temporary ENGAGEMENT_HOME; the
+For each shape of generated volunteers (`--shapes`, default: the bundled sample's `default`; see
+engagement_pipeline/sample/shapes.py: `traits` and `habits` stop for other reasons than the default)
+and each (seed, size) the generator writes an export
+(`engagement_pipeline.sample.write_export`) into a fresh temporary ENGAGEMENT_HOME; the
 real ingest, SQL models and `engagement_model` assets then run through
 `dg.materialize` with the default training config, exactly as `engagement
 demo` trains. The figures come from the MLflow run the asset logged: test
@@ -31,13 +34,13 @@ from pathlib import Path
 MODELS = ("lstm", "logistic", "gbdt", "random_forest", "base_rate")
 
 
-def train_on_sample(home: Path, seed: int, rows: int) -> tuple[dict[str, float], list[int], float]:
+def train_on_sample(home: Path, seed: int, rows: int, shape: str) -> tuple[dict[str, float], list[int], float]:
     """Generate, ingest, model and train in `home`; return the MLflow run's metrics, the horizons and seconds."""
     import dagster as dg
     import mlflow
 
     from engagement_pipeline.ingest import ingest_assets
-    from engagement_pipeline.sample_export import SAMPLE_FILE_NAME, write_export
+    from engagement_pipeline.sample import SAMPLE_FILE_NAME, write_export
     from engagement_pipeline.settings import Settings
     from engagement_pipeline.sql_models import sql_model_assets
     from engagement_pipeline.training import engagement_model
@@ -45,7 +48,7 @@ def train_on_sample(home: Path, seed: int, rows: int) -> tuple[dict[str, float],
     os.environ["ENGAGEMENT_HOME"] = str(home)
     os.environ["ENGAGEMENT_EXPORTS_DIR"] = str(home / "exports")
     os.environ.pop("MLFLOW_TRACKING_URI", None)  # the sample's own sqlite store under `home`
-    write_export(home / "exports" / SAMPLE_FILE_NAME, rows, seed)
+    write_export(home / "exports" / SAMPLE_FILE_NAME, rows, seed, shape)
     started = time.perf_counter()
     result = dg.materialize(
         [*ingest_assets, *sql_model_assets(), engagement_model],
@@ -57,7 +60,10 @@ def train_on_sample(home: Path, seed: int, rows: int) -> tuple[dict[str, float],
     training_seconds = metadata["training_seconds"].value
     run = mlflow.MlflowClient(tracking_uri=Settings.from_environment().resources()["tracking"].uri()).get_run(run_id)
     horizons = [int(h) for h in json.loads(run.data.params["horizons"])]
-    print(f"seed {seed}, {rows:,} rows: pipeline {seconds:.0f}s, of which training {training_seconds:.0f}s", flush=True)
+    print(
+        f"shape {shape}, seed {seed}, {rows:,} rows: pipeline {seconds:.0f}s, of which training {training_seconds:.0f}s",
+        flush=True,
+    )
     return run.data.metrics, horizons, training_seconds
 
 
@@ -65,28 +71,37 @@ def prefix(model: str) -> str:
     return "" if model == "lstm" else f"{model}_"
 
 
-def markdown_table(results: list[tuple[int, int, dict[str, float], list[int], float]]) -> str:
+def markdown_table(results: list[tuple[str, int, int, dict[str, float], list[int], float]]) -> str:
     """One row per (sample, model): test ROC-AUC per horizon, then on new users; a last row per sample says who won."""
-    horizons = results[0][3]
-    head = ["seed", "rows", "model"] + [f"{w}m" for w in horizons] + [f"{w}m new users" for w in horizons]
+    horizons = results[0][4]
+    head = ["shape", "seed", "rows", "model"] + [f"{w}m" for w in horizons] + [f"{w}m new users" for w in horizons]
     lines = ["| " + " | ".join(head) + " |", "|" + " --- |" * len(head)]
-    for seed, rows, metrics, _, seconds in results:
+    for shape, seed, rows, metrics, _, seconds in results:
         for model in MODELS:
             cells = [metrics.get(f"{prefix(model)}test_roc_auc_{w}m", float("nan")) for w in horizons]
             cells += [metrics.get(f"{prefix(model)}test_roc_auc_new_users_{w}m", float("nan")) for w in horizons]
-            lines.append(f"| {seed} | {rows:,} | {model} | " + " | ".join(f"{v:.4f}" for v in cells) + " |")
+            lines.append(f"| {shape} | {seed} | {rows:,} | {model} | " + " | ".join(f"{v:.4f}" for v in cells) + " |")
         wins = []
         for key in ("test_roc_auc_{w}m", "test_roc_auc_new_users_{w}m"):
             for w in horizons:
                 lstm = metrics.get(key.format(w=w), float("nan"))
                 best = max(metrics.get(prefix(m) + key.format(w=w), float("nan")) for m in MODELS[1:])
                 wins.append(f"{'yes' if lstm > best else 'NO'} ({lstm - best:+.4f})")
-        lines.append(f"| {seed} | {rows:,} | lstm wins (train {seconds:.0f}s) | " + " | ".join(wins) + " |")
+        lines.append(f"| {shape} | {seed} | {rows:,} | lstm wins (train {seconds:.0f}s) | " + " | ".join(wins) + " |")
     return "\n".join(lines)
 
 
 def main(argv: list[str] | None = None) -> int:
+    from engagement_pipeline.sample import DEFAULT_SHAPE, SHAPES
+
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument(
+        "--shapes",
+        nargs="+",
+        choices=tuple(SHAPES),
+        default=[DEFAULT_SHAPE],
+        help="generator shapes (default: default)",
+    )
     parser.add_argument("--seeds", type=int, nargs="+", default=[7, 11, 23])
     parser.add_argument("--rows", type=int, default=150_000, help="classifications per sample for every seed")
     parser.add_argument(
@@ -95,11 +110,12 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     samples = [(seed, args.rows) for seed in args.seeds] + [(args.seeds[0], rows) for rows in args.extra_sizes]
     results = []
-    for seed, rows in samples:
-        with tempfile.TemporaryDirectory(prefix=f"model_quality_{seed}_{rows}_") as folder:
-            metrics, horizons, seconds = train_on_sample(Path(folder), seed, rows)
-            results.append((seed, rows, metrics, horizons, seconds))
-        print(markdown_table(results[-1:]), flush=True)
+    for shape in args.shapes:
+        for seed, rows in samples:
+            with tempfile.TemporaryDirectory(prefix=f"model_quality_{shape}_{seed}_{rows}_") as folder:
+                metrics, horizons, seconds = train_on_sample(Path(folder), seed, rows, shape)
+                results.append((shape, seed, rows, metrics, horizons, seconds))
+            print(markdown_table(results[-1:]), flush=True)
     print("\nTest ROC-AUC (and on volunteers never seen in training), default training config:\n")
     print(markdown_table(results))
     return 0

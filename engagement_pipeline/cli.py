@@ -183,9 +183,9 @@ def cmd_run(args) -> int:
 
 
 def cmd_generate(args) -> int:
-    from engagement_pipeline.sample_export import main as generate_main
+    from engagement_pipeline.sample import main as generate_main
 
-    argv = ["--rows", str(args.rows), "--seed", str(args.seed), "--out", str(args.out)]
+    argv = ["--rows", str(args.rows), "--seed", str(args.seed), "--shape", args.shape, "--out", str(args.out)]
     return generate_main(argv)
 
 
@@ -340,6 +340,11 @@ def build_parser() -> argparse.ArgumentParser:
     sub = commands.add_parser("generate", help=help_text, description=help_text)
     sub.add_argument("--rows", type=int, default=150_000, help="classifications to write (default 150,000)")
     sub.add_argument("--seed", type=int, default=7, help="random seed: the same seed writes the same file (default 7)")
+    sub.add_argument(
+        "--shape",
+        default="default",
+        help="how the volunteers behave: default (the bundled sample), traits or habits (default: default)",
+    )
     sub.add_argument("--out", type=Path, required=True, help="file to write (.csv, or .csv.gz for gzip)")
     sub.set_defaults(func=cmd_generate)
 

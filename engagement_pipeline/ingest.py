@@ -493,7 +493,7 @@ def ingest_classifications(context: dg.AssetExecutionContext, warehouse: Warehou
     """Load new or changed export files into the warehouse, one transaction per file."""
     folder = exports.path
     if folder is None:
-        from engagement_pipeline.sample_export import ensure_sample_exports
+        from engagement_pipeline.sample import ensure_sample_exports
 
         folder = ensure_sample_exports(storage.sample_exports)
         context.log.info(f"ENGAGEMENT_EXPORTS_DIR is unset: using the bundled sample in {folder}")

@@ -193,7 +193,7 @@ def build_scored_home(home: Path, exports: Path, logs: Path, generated_rows: int
 
     Returns the environment of the pipeline processes.
     """
-    from engagement_pipeline.sample_export import write_export
+    from engagement_pipeline.sample import write_export
 
     exports.mkdir(parents=True, exist_ok=True)
     copy_real_exports(exports)

@@ -17,7 +17,7 @@ import pyarrow.parquet as pq
 
 from engagement_pipeline import ingest
 from engagement_pipeline.resources import Warehouse
-from engagement_pipeline.sample_export import write_export
+from engagement_pipeline.sample import write_export
 from engagement_pipeline.sql_models import discover_models
 from engagement_pipeline_tests.conftest import copy_real_exports
 from engagement_pipeline_tests.crash_helpers import (

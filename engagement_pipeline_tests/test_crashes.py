@@ -14,7 +14,7 @@ import pytest
 
 from engagement_pipeline import ingest
 from engagement_pipeline.resources import Warehouse
-from engagement_pipeline.sample_export import write_export
+from engagement_pipeline.sample import write_export
 from engagement_pipeline.sql_models import build_models, discover_models
 from engagement_pipeline_tests.conftest import copy_real_exports
 from engagement_pipeline_tests.crash_helpers import (

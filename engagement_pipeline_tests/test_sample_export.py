@@ -13,7 +13,7 @@ import pyarrow as pa
 import pyarrow.csv as pacsv
 import pytest
 
-from engagement_pipeline import sample_export as se
+from engagement_pipeline import sample as se
 from engagement_pipeline_tests.conftest import CAT_EXPORT
 
 HEADER = (

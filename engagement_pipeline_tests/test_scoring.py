@@ -19,7 +19,7 @@ import pytest
 
 from engagement_pipeline.definitions import defs
 from engagement_pipeline.ingest import ingest_assets
-from engagement_pipeline.sample_export import write_export
+from engagement_pipeline.sample import write_export
 from engagement_pipeline.scoring import (
     daily_partitions,
     load_champion,

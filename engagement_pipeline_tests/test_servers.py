@@ -37,7 +37,7 @@ from engagement_pipeline.cli import mlflow_ui_command
 from engagement_pipeline.definitions import defs
 from engagement_pipeline.ingest import ingest_assets, ingest_checks
 from engagement_pipeline.resources import CHAMPION_ALIAS, EXPERIMENT_NAME, REGISTERED_MODEL_NAME
-from engagement_pipeline.sample_export import write_export
+from engagement_pipeline.sample import write_export
 from engagement_pipeline.scoring import user_predictions
 from engagement_pipeline.settings import Settings
 from engagement_pipeline.sql_models import sql_model_assets, sql_model_checks

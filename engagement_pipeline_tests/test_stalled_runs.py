@@ -6,7 +6,7 @@ from pathlib import Path
 import dagster as dg
 import pytest
 
-from engagement_pipeline.sample_export import write_export
+from engagement_pipeline.sample import write_export
 from engagement_pipeline.stalled_runs import fail_stalled_runs, process_is_gone, stalled_runs_sensor
 from engagement_pipeline_tests.crash_helpers import Run, lock_is_held, materialize_argv, pipeline_env, wait_until
 

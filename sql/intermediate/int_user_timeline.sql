@@ -21,8 +21,10 @@ with classifications_in_user_order as (
         row_number() over user_history as user_seq,
         lag(created_at) over user_history as previous_created_at,
         lag(created_at, 10) over user_history as created_at_10_before,
-        row_number() over user_history > 1
-            and workflow_id is distinct from lag(workflow_id) over user_history as switched_workflow,
+        (
+            row_number() over user_history > 1
+            and workflow_id is distinct from lag(workflow_id) over user_history
+        ) as switched_workflow,
         first_value(created_at) over user_history as first_seen_at,
         avg(task_seconds) over last_10_of_user as mean_task_seconds_last_10
     from stg_classifications
@@ -44,7 +46,7 @@ classifications_with_feature_session_starts as (
 
 select
     * exclude (workflow_id),
-    cast(sum(starts_feature_session::integer) over user_history as bigint) as feature_session_number,
-    cast(sum(is_short_break::integer) over user_history as bigint) as short_breaks_so_far
+    cast(sum(cast(starts_feature_session as integer)) over user_history as bigint) as feature_session_number,
+    cast(sum(cast(is_short_break as integer)) over user_history as bigint) as short_breaks_so_far
 from classifications_with_feature_session_starts
 window user_history as (partition by user_number order by user_seq rows between unbounded preceding and current row)

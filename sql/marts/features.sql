@@ -22,32 +22,34 @@
 with classifications_in_context as (
     select
         timeline.*,
-        users.user_key,
+        volunteer.user_key,
         -- the volunteer's wall clock (UTC when the offset is unknown), as a plain TIMESTAMP
         make_timestamp(epoch_us(timeline.created_at) + coalesce(timeline.utc_offset_minutes, 0)::bigint * 60000000)
             as local_time,
-        timeline.user_seq - session.first_user_seq + 1 as position_in_session,
-        (epoch_us(timeline.created_at) - epoch_us(session.session_start)) / 60e6 as session_minutes_so_far,
-        timeline.short_breaks_so_far - session.short_breaks_before as short_breaks_in_session,
+        timeline.user_seq - feature_session.first_user_seq + 1 as position_in_session,
+        (epoch_us(timeline.created_at) - epoch_us(feature_session.session_start)) / 60e6 as session_minutes_so_far,
+        timeline.short_breaks_so_far - feature_session.short_breaks_before as short_breaks_in_session,
         -- the gaps between the session's last (up to) 10 classifications add up to the
         -- time since the later of: the session's start, the classification 10 before
-        case when position_in_session > 1 then
-            (epoch_us(timeline.created_at) - epoch_us(greatest(timeline.created_at_10_before, session.session_start)))
-            / 1e6 / least(10, position_in_session - 1)
+        case
+            when position_in_session > 1
+                then
+                    (epoch_us(timeline.created_at) - epoch_us(greatest(timeline.created_at_10_before, feature_session.session_start)))
+                    / 1e6 / least(10, position_in_session - 1)
         end as mean_gap_last_10,
-        session.previous_session_classifications,
-        session.previous_session_minutes,
-        session.mean_classifications_last_10_sessions,
-        session.mean_minutes_last_10_sessions,
-        session.active_minutes_before,
-        session.hours_since_previous_session,
-        session.usual_hours_between_sessions
+        feature_session.previous_session_classifications,
+        feature_session.previous_session_minutes,
+        feature_session.mean_classifications_last_10_sessions,
+        feature_session.mean_minutes_last_10_sessions,
+        feature_session.active_minutes_before,
+        feature_session.hours_since_previous_session,
+        feature_session.usual_hours_between_sessions
     from int_user_timeline as timeline
-    join int_feature_sessions as session
-        on session.user_number = timeline.user_number
-        and session.feature_session_number = timeline.feature_session_number
-    join stg_users as users
-        on users.user_number = timeline.user_number
+    join int_feature_sessions as feature_session
+        on timeline.user_number = feature_session.user_number
+        and timeline.feature_session_number = feature_session.feature_session_number
+    join stg_users as volunteer
+        on timeline.user_number = volunteer.user_number
 )
 
 select

@@ -27,24 +27,27 @@ classifications_in_their_sessions as (
     from int_user_timeline as timeline
     cross join label_rules as rules
     asof join sessions
-        on sessions.user_number = timeline.user_number
-        and sessions.horizon_minutes = rules.horizon_minutes
+        on timeline.user_number = sessions.user_number
+        and rules.horizon_minutes = sessions.horizon_minutes
         and timeline.user_seq >= sessions.first_user_seq
 ),
 
 outcomes as (
     -- on epoch microseconds: exact, and far cheaper than TIMESTAMPTZ intervals
     select
-        classification_id,
-        horizon_minutes,
+        classified.classification_id,
+        classified.horizon_minutes,
         case
-            when epoch_us(session_end) - epoch_us(created_at) >= horizon_minutes * 60e6 then true
-            when epoch_us(data_end) - epoch_us(session_end) >= horizon_minutes * 60e6 then false
+            when epoch_us(classified.session_end) - epoch_us(classified.created_at) >= classified.horizon_minutes * 60e6 then true
+            when epoch_us(latest.data_end) - epoch_us(classified.session_end) >= classified.horizon_minutes * 60e6 then false
         end as continues
-    from classifications_in_their_sessions
-    cross join data_end
+    from classifications_in_their_sessions as classified
+    cross join data_end as latest
 )
 
-select classification_id, horizon_minutes, continues
+select
+    classification_id,
+    horizon_minutes,
+    continues
 from outcomes
 where continues is not null

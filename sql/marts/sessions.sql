@@ -15,7 +15,7 @@ with label_rules as (
     select
         horizon_minutes,
         coalesce(getvariable('session_gap_minutes')::integer, horizon_minutes) as gap_minutes
-    from (select unnest(getvariable('horizons')::integer[]) as horizon_minutes)
+    from (select unnest(getvariable('horizons')::integer[]) as horizon_minutes) as horizons
 ),
 
 session_starts as (
@@ -28,8 +28,9 @@ session_starts as (
         timeline.previous_created_at as previous_session_end
     from int_user_timeline as timeline
     cross join label_rules as rules
-    where timeline.previous_created_at is null
-       or timeline.seconds_since_previous >= rules.gap_minutes * 60
+    where
+        timeline.previous_created_at is null
+        or timeline.seconds_since_previous >= rules.gap_minutes * 60
 ),
 
 sessions_ended_by_the_next_start as (
@@ -43,14 +44,17 @@ sessions_ended_by_the_next_start as (
 ),
 
 users_last_classification as (
-    select user_number, max(user_seq) as last_user_seq, max(created_at) as last_created_at
+    select
+        user_number,
+        max(user_seq) as last_user_seq,
+        max(created_at) as last_created_at
     from int_user_timeline
     group by user_number
 ),
 
 sessions_with_ends as (
     select
-        users.user_key,
+        volunteer.user_key,
         sessions.user_number,
         sessions.horizon_minutes,
         sessions.gap_minutes,
@@ -61,7 +65,7 @@ sessions_with_ends as (
         coalesce(sessions.last_user_seq_before_next_start, users_last.last_user_seq) as last_user_seq
     from sessions_ended_by_the_next_start as sessions
     join users_last_classification as users_last using (user_number)
-    join stg_users as users using (user_number)
+    join stg_users as volunteer using (user_number)
 )
 
 select

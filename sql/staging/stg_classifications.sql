@@ -20,7 +20,7 @@ with classifications_with_raw_clocks as (
 
 select
     classification.classification_id,
-    users.user_number,
+    volunteer.user_number,
     classification.created_at,
     classification.workflow_id,
     classification.is_anonymous,
@@ -34,4 +34,4 @@ select
         when abs(classification.raw_utc_offset_minutes) <= 14 * 60 then classification.raw_utc_offset_minutes
     end as utc_offset_minutes
 from classifications_with_raw_clocks as classification
-join stg_users as users using (user_key)
+join stg_users as volunteer using (user_key)

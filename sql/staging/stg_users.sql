@@ -7,4 +7,4 @@
 select
     user_key,
     row_number() over (order by user_key) as user_number
-from (select distinct user_key from classifications)
+from (select distinct user_key from classifications) as known_users
