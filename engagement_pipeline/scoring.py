@@ -247,6 +247,14 @@ PREDICTIONS_SCHEMA = dg.TableSchema(
             asset="user_predictions",
             description="Rows equal the users with a classification that day, counted afresh from `classifications`.",
         ),
+        dg.AssetCheckSpec(
+            "day_has_active_volunteers",
+            asset="user_predictions",
+            description=(
+                "Warns when the scored day has no classification at all (an empty file is written): "
+                "a day outside the data, or exports that stopped arriving."
+            ),
+        ),
     ],
 )
 def user_predictions(
@@ -266,10 +274,12 @@ def user_predictions(
         loading = pool.submit(load_model, version)
         with warehouse.connect(log=context.log) as con:
             matrix, active = read_day(con, window.start, window.end, version.window)
-            active_users = con.execute(
-                "select count(distinct user_key) from classifications where created_at >= ? and created_at < ?",
+            active_users, first_day, last_day = con.execute(
+                "select count(distinct user_key) filter (created_at >= ? and created_at < ?),"
+                " min(created_at)::date::varchar, max(created_at)::date::varchar from classifications",
                 [window.start, window.end],
-            ).fetchone()[0]
+            ).fetchone()
+        data_span = f"{first_day} to {last_day}" if first_day else "no days (nothing ingested)"
         champion = loading.result()
     if matrix.feature_names != champion.feature_names:
         raise ValueError(
@@ -281,6 +291,8 @@ def user_predictions(
     target = storage.prediction_file(day)
     write_atomically(table, target)
     context.log.info(f"{table.num_rows:,} users scored -> {target}")
+    if not active_users:
+        context.log.warning(f"No volunteer classified on {day} (the data spans {data_span}): wrote an empty file.")
 
     import pyarrow.compute as pc
     import pyarrow.parquet as pq
@@ -292,6 +304,7 @@ def user_predictions(
     yield dg.MaterializeResult(
         metadata={
             "users_scored": table.num_rows,
+            "data_span": data_span,
             "dagster/row_count": table.num_rows,
             "model_version": champion.version,
             "model_uri": f"models:/{champion.name}/{champion.version}",
@@ -309,6 +322,13 @@ def user_predictions(
         check_name="row_count_matches_active_users",
         passed=written.num_rows == active_users,
         metadata={"rows": written.num_rows, "active_users": active_users},
+    )
+    yield dg.AssetCheckResult(
+        check_name="day_has_active_volunteers",
+        passed=active_users > 0,
+        severity=dg.AssetCheckSeverity.WARN,
+        metadata={"active_users": active_users, "data_span": data_span},
+        description=None if active_users else f"No volunteer classified on {day}; the data spans {data_span}.",
     )
 
 

@@ -73,3 +73,15 @@ def csv_text(header: list[str], rows: list[list[str]], line_ending: str = "\n") 
     writer.writerow(header)
     writer.writerows(rows)
     return buffer.getvalue()
+
+
+# Modules whose every test starts real servers or pipeline subprocesses, or trains a model
+# through Dagster: `pytest -m "not slow"` leaves them out for a fast everyday loop. Single slow
+# tests elsewhere carry @pytest.mark.slow themselves.
+SLOW_MODULES = frozenset({"test_servers", "test_crashes", "test_concurrency", "test_scoring"})
+
+
+def pytest_collection_modifyitems(config, items):
+    for item in items:
+        if item.module.__name__.rsplit(".", 1)[-1] in SLOW_MODULES:
+            item.add_marker(pytest.mark.slow)

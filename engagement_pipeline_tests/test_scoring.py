@@ -130,7 +130,8 @@ def test_a_busy_day_scores_every_active_user_once_with_passing_checks(home):
     assert dict(expected) == frame["n_classifications"].to_dict()
     checks = result.get_asset_check_evaluations()
     assert {c.check_name for c in checks} == {
-        "one_row_per_user", "probabilities_in_unit_interval", "row_count_matches_active_users"
+        "one_row_per_user", "probabilities_in_unit_interval", "row_count_matches_active_users",
+        "day_has_active_volunteers",
     }  # fmt: skip
     assert all(c.passed for c in checks)
     metadata = result.asset_materializations_for_node("user_predictions")[0].metadata
@@ -184,6 +185,9 @@ def test_a_day_without_classifications_writes_an_empty_file_with_the_full_schema
     frame = pd.read_parquet(project_resources()["storage"].prediction_file("2025-12-25"))
     assert frame.empty and list(frame.columns) == CONTRACT_COLUMNS
     assert result.asset_materializations_for_node("user_predictions")[0].metadata["users_scored"].value == 0
+    (empty_day,) = [c for c in result.get_asset_check_evaluations() if c.check_name == "day_has_active_volunteers"]
+    assert not empty_day.passed and empty_day.severity == dg.AssetCheckSeverity.WARN
+    assert "No volunteer classified on 2025-12-25" in empty_day.description
 
 
 def test_a_rerun_replaces_the_file_and_a_failed_write_keeps_the_previous_one(home, monkeypatch):
