@@ -36,7 +36,8 @@ def train_champion(home: Path) -> None:
     import duckdb
 
     from engagement_pipeline.resources import Tracking
-    from engagement_pipeline.training import TrainingConfig, load_dataset, run_training
+    from engagement_pipeline.train_asset import run_training
+    from engagement_pipeline.training import TrainingConfig, load_dataset
     from engagement_pipeline_tests.training_fixtures import make_warehouse
 
     small = make_warehouse(home / "train.duckdb", n_rows=20_000, seed=1)
@@ -90,8 +91,9 @@ def main() -> None:
     import numpy as np
     import torch
 
+    from engagement_pipeline.registry import load_champion
     from engagement_pipeline.resources import Tracking, Warehouse
-    from engagement_pipeline.scoring import load_champion, prediction_path, user_predictions
+    from engagement_pipeline.scoring import prediction_path, user_predictions
 
     started = time.perf_counter()
     train_champion(home)

@@ -112,8 +112,9 @@ def throughput(db: Path, config: TrainingConfig, n_batches: int, repeats: int) -
 
 def rss_child(db: Path, config: TrainingConfig, baselines: bool) -> dict:
     """Runs in a fresh process: the asset's work up to the test predictions; reports its peak RSS."""
+    from engagement_pipeline.baselines import fit_baselines
     from engagement_pipeline.model import fit_scaling
-    from engagement_pipeline.training import fit_baselines, predict, train_lstm
+    from engagement_pipeline.training import predict, train_lstm
 
     set_threads(config.torch_threads)
     started = time.perf_counter()
@@ -124,7 +125,10 @@ def rss_child(db: Path, config: TrainingConfig, baselines: bool) -> dict:
     model, history = train_lstm(data.matrix, split, scaling, len(data.horizons), config)
     predict(model, data.matrix, split.test, config.window, "cpu")
     if baselines:
-        fit_baselines(data.matrix.X, split.labels, split, scaling, config)
+        fit_baselines(
+            data.matrix.X, split.labels, split, scaling, data.matrix.feature_names, config.seed,
+            config.forest_max_train_rows, config.baseline_search_seconds,
+        )  # fmt: skip
     return {
         "classifications": len(data.matrix),
         "labelled": int((~np.isnan(data.labels).all(axis=1)).sum()),

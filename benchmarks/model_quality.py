@@ -40,7 +40,7 @@ def train_on_sample(home: Path, seed: int, rows: int) -> tuple[dict[str, float],
     from engagement_pipeline.resources import Tracking, Warehouse
     from engagement_pipeline.sample_export import SAMPLE_FILE_NAME, write_export
     from engagement_pipeline.sql_models import sql_model_assets
-    from engagement_pipeline.training import engagement_model
+    from engagement_pipeline.train_asset import engagement_model
 
     os.environ["ENGAGEMENT_HOME"] = str(home)
     os.environ["ENGAGEMENT_EXPORTS_DIR"] = str(home / "exports")

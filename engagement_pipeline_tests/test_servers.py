@@ -40,7 +40,7 @@ from engagement_pipeline.resources import CHAMPION_ALIAS, EXPERIMENT_NAME, REGIS
 from engagement_pipeline.sample_export import write_export
 from engagement_pipeline.scoring import prediction_path, user_predictions
 from engagement_pipeline.sql_models import sql_model_assets, sql_model_checks
-from engagement_pipeline.training import engagement_model
+from engagement_pipeline.train_asset import engagement_model
 from engagement_pipeline_tests.conftest import QUICK_TRAINING
 
 REPO_ROOT = Path(__file__).resolve().parent.parent

@@ -17,23 +17,22 @@ import numpy as np
 import pytest
 from sklearn.metrics import average_precision_score, brier_score_loss, log_loss, roc_auc_score
 
-from engagement_pipeline.resources import CHAMPION_ALIAS, REGISTERED_MODEL_NAME, Tracking, Warehouse
-from engagement_pipeline.training import (
+from engagement_pipeline.evaluation import (
     BASELINES,
+    binary_metrics,
+    evaluate,
+    expected_calibration_error,
+    stop_precision_at,
+)
+from engagement_pipeline.registry import champion_predictions, promote, promotion_rule
+from engagement_pipeline.resources import CHAMPION_ALIAS, REGISTERED_MODEL_NAME, Tracking, Warehouse
+from engagement_pipeline.train_asset import engagement_model, run_training
+from engagement_pipeline.training import (
     LABEL_LOOKAHEAD_HORIZONS,
     MICROS_PER_MINUTE,
     TrainingConfig,
-    binary_metrics,
-    champion_predictions,
-    engagement_model,
-    evaluate,
-    expected_calibration_error,
     load_dataset,
     load_labels,
-    promote,
-    promotion_rule,
-    run_training,
-    stop_precision_at,
     time_split,
     train_lstm,
 )
