@@ -22,6 +22,7 @@ Only numpy at import time (pandas inside `metrics_frame`).
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
@@ -208,7 +209,8 @@ def mean_auc_with_interval(y: np.ndarray, p: np.ndarray, resamples: Resamples) -
         yk, pk = y[known, h], p[known, h]
         point.append(weighted_roc_auc(yk, pk, ones(len(known)))[0])
         samples.append(np.concatenate([weighted_roc_auc(yk, pk, W) for W in resamples.weights(known)]))
-    with np.errstate(invalid="ignore"):
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # a resample (or a horizon) with one outcome: NaN, skipped
         return float(np.nanmean(point)), interval(np.nanmean(np.stack(samples), axis=0))
 
 

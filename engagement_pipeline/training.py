@@ -77,7 +77,7 @@ class TrainingConfig(dg.Config):
         100_000, description="Training rows for the random-forest baseline (100 trees, depth chosen on validation)."
     )
     baseline_search_seconds: float = Field(
-        30.0,
+        15.0,
         description="Time box per baseline and horizon for choosing its key parameter on validation (small grids: "
         "logistic C, gradient boosting learning rate x leaves, forest depth); the search stops when it is spent.",
     )
