@@ -36,7 +36,8 @@ def train_champion(home: Path) -> None:
     import duckdb
 
     from engagement_pipeline.settings import Settings
-    from engagement_pipeline.training import TrainingConfig, load_dataset, run_training
+    from engagement_pipeline.train_asset import run_training
+    from engagement_pipeline.training import TrainingConfig, load_dataset
     from engagement_pipeline_tests.training_fixtures import make_warehouse
 
     small = make_warehouse(home / "train.duckdb", n_rows=20_000, seed=1)
@@ -90,7 +91,8 @@ def main() -> None:
     import numpy as np
     import torch
 
-    from engagement_pipeline.scoring import load_champion, user_predictions
+    from engagement_pipeline.registry import load_champion
+    from engagement_pipeline.scoring import user_predictions
     from engagement_pipeline.settings import Settings
 
     started = time.perf_counter()

@@ -2,12 +2,18 @@
 
     .venv/bin/python benchmarks/bench_training.py                    # throughput on 200,000 rows
     .venv/bin/python benchmarks/bench_training.py --rss --rows 5000000
+    .venv/bin/python benchmarks/bench_training.py --bootstrap --test-rows 100000
 
 Throughput: `training.train_epoch` fed by `training.batches` (windows gathered
 by index from the per-classification matrix, per batch) against a bare loop
 over tensors of the same shapes built beforehand: same model, optimizer,
 loss and gradient clipping, alternated in one process, best of --repeats.
 The ratio is the share of the bare bound the real loop reaches (target >= 0.8).
+
+--bootstrap: the evaluation of every model (LSTM + 4 baselines) x 3 horizons
+with 200 volunteer-level resamples of --test-rows rows (~3,000 volunteers), against
+scikit-learn computing the point metrics alone once (roc_auc, average
+precision, Brier, log loss per model and horizon), in one process.
 
 --rss: peak resident memory of a fresh process that does what the asset does
 before the baselines: read `features` and `labels` from DuckDB, split, fit the
@@ -112,8 +118,9 @@ def throughput(db: Path, config: TrainingConfig, n_batches: int, repeats: int) -
 
 def rss_child(db: Path, config: TrainingConfig, baselines: bool) -> dict:
     """Runs in a fresh process: the asset's work up to the test predictions; reports its peak RSS."""
+    from engagement_pipeline.baselines import fit_baselines
     from engagement_pipeline.model import fit_scaling
-    from engagement_pipeline.training import fit_baselines, predict, train_lstm
+    from engagement_pipeline.training import predict, train_lstm
 
     set_threads(config.torch_threads)
     started = time.perf_counter()
@@ -124,7 +131,10 @@ def rss_child(db: Path, config: TrainingConfig, baselines: bool) -> dict:
     model, history = train_lstm(data.matrix, split, scaling, len(data.horizons), config)
     predict(model, data.matrix, split.test, config.window, "cpu")
     if baselines:
-        fit_baselines(data.matrix.X, split.labels, split, scaling, config)
+        fit_baselines(
+            data.matrix.X, split.labels, split, scaling, data.matrix.feature_names, config.seed,
+            config.forest_max_train_rows, config.baseline_search_seconds,
+        )  # fmt: skip
     return {
         "classifications": len(data.matrix),
         "labelled": int((~np.isnan(data.labels).all(axis=1)).sum()),
@@ -137,6 +147,38 @@ def rss_child(db: Path, config: TrainingConfig, baselines: bool) -> dict:
     }
 
 
+def bootstrap(test_rows: int, resamples: int) -> dict:
+    """Seconds of evaluation.evaluate_models (point + intervals) vs scikit-learn's point metrics, side by side."""
+    from sklearn.metrics import average_precision_score, brier_score_loss, log_loss, roc_auc_score
+
+    from engagement_pipeline.evaluation import MODEL_PREFIX, evaluate_models
+
+    rng = np.random.default_rng(0)
+    volunteer = np.sort(rng.integers(0, max(2, test_rows // 33), test_rows))
+    y = (rng.random((test_rows, 3)) < 0.6).astype(np.float32)
+    predictions = {name: np.clip(0.15 * y + rng.random(y.shape), 0, 1) for name in MODEL_PREFIX}
+    history, new_user = rng.integers(0, 200, test_rows), rng.random(test_rows) < 0.2
+    started = time.perf_counter()
+    for p in predictions.values():
+        for h in range(3):
+            q = np.clip(p[:, h], 1e-7, 1 - 1e-7)
+            roc_auc_score(y[:, h], q), average_precision_score(y[:, h], q)
+            brier_score_loss(y[:, h], q), log_loss(y[:, h], q)
+    sklearn_seconds = time.perf_counter() - started
+    started = time.perf_counter()
+    evaluation = evaluate_models(predictions, y, [10, 20, 30], history, new_user, volunteer, resamples)
+    seconds = time.perf_counter() - started
+    return {
+        "test_rows": test_rows,
+        "volunteers": evaluation.n_volunteers,
+        "resamples": resamples,
+        "metrics_logged": len(evaluation.metrics),
+        "evaluate_seconds": round(seconds, 2),
+        "sklearn_point_metrics_seconds": round(sklearn_seconds, 2),
+        "ratio_to_sklearn_points": round(seconds / sklearn_seconds, 1),
+    }
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rows", type=int, default=200_000, help="synthetic classifications in the warehouse")
@@ -145,8 +187,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rss", action="store_true", help="measure peak RSS of a training process instead")
     parser.add_argument("--baselines", action="store_true", help="with --rss: fit the baselines too")
     parser.add_argument("--max-train-examples", type=int, default=30_000)
+    parser.add_argument("--bootstrap", action="store_true", help="time the evaluation with bootstrap intervals")
+    parser.add_argument("--test-rows", type=int, default=100_000)
+    parser.add_argument("--resamples", type=int, default=200)
     parser.add_argument("--child", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
+    if args.bootstrap:
+        print(json.dumps(bootstrap(args.test_rows, args.resamples)))
+        return 0
     config = TrainingConfig(epochs=1, patience=1, max_train_examples=args.max_train_examples)
 
     if args.child:

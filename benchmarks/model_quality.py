@@ -43,7 +43,7 @@ def train_on_sample(home: Path, seed: int, rows: int, shape: str) -> tuple[dict[
     from engagement_pipeline.sample import SAMPLE_FILE_NAME, write_export
     from engagement_pipeline.settings import Settings
     from engagement_pipeline.sql_models import sql_model_assets
-    from engagement_pipeline.training import engagement_model
+    from engagement_pipeline.train_asset import engagement_model
 
     os.environ["ENGAGEMENT_HOME"] = str(home)
     os.environ["ENGAGEMENT_EXPORTS_DIR"] = str(home / "exports")

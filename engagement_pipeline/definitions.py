@@ -2,7 +2,7 @@
 
     exports -> classifications, rejected_rows        (ingest.py)
             -> sql/ models: sessions, features, labels (sql_models.py)
-            -> engagement_model                        (training.py: LSTM + baselines -> MLflow)
+            -> engagement_model                        (train_asset.py: LSTM + baselines -> MLflow)
             -> user_predictions, one file per UTC day  (scoring.py, nightly at 02:00 UTC)
 
 Runs execute in one process (`in_process_executor`) and the warehouse
@@ -20,7 +20,7 @@ from engagement_pipeline.scoring import nightly_scoring_job, nightly_scoring_sch
 from engagement_pipeline.settings import Settings
 from engagement_pipeline.sql_models import sql_model_assets, sql_model_checks
 from engagement_pipeline.stalled_runs import stalled_runs_sensor
-from engagement_pipeline.training import engagement_model
+from engagement_pipeline.train_asset import engagement_model
 
 # The nightly scoring reads the warehouse as it is: this job brings in new
 # exports and rebuilds the SQL models an hour before it. Training stays a

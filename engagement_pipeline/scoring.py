@@ -3,7 +3,7 @@
 For partition D, every user with at least one classification on D gets one
 row, scored at their last classification before the end of D (`as_of`), with
 the same `features` table and the same window code (`windows.py`) that
-training used. The model is `models:/engagement-lstm@champion`, loaded through
+training used. The model (registry.py) is `models:/engagement-lstm@champion`, loaded through
 MLflow's pyfunc flavor exactly as any other consumer would load it.
 
 The file is written beside its final place and renamed into it: a reader sees
@@ -15,14 +15,15 @@ import datetime as dt
 import os
 import uuid
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
 from pathlib import Path
 
 import dagster as dg
 import numpy as np
 from pydantic import Field
 
-from engagement_pipeline.resources import CHAMPION_ALIAS, Storage, Tracking, Warehouse
+from engagement_pipeline.evaluation import markdown_table
+from engagement_pipeline.registry import Champion, find_champion, load_model
+from engagement_pipeline.resources import Storage, Tracking, Warehouse
 from engagement_pipeline.settings import Settings
 from engagement_pipeline.windows import FeatureMatrix, gather_windows, load_feature_matrix
 
@@ -32,75 +33,6 @@ daily_partitions = dg.DailyPartitionsDefinition(start_date=Settings.from_environ
 
 class ScoringConfig(dg.Config):
     batch_size: int = Field(8192, description="Windows per call of the model.")
-
-
-@dataclass(frozen=True)
-class ChampionVersion:
-    """The registered version that scores, and what it expects (from its tags)."""
-
-    name: str
-    version: int
-    horizons: list[int]
-    window: int
-    feature_names: list[str]
-
-    @property
-    def uri(self) -> str:
-        return f"models:/{self.name}/{self.version}"
-
-
-@dataclass(frozen=True)
-class Champion(ChampionVersion):
-    """A champion version with its model loaded through mlflow.pyfunc."""
-
-    model: object = None  # mlflow.pyfunc.PyFuncModel
-
-    def predict(self, windows: np.ndarray) -> np.ndarray:
-        return np.asarray(self.model.predict(windows), dtype=np.float64).reshape(len(windows), len(self.horizons))
-
-
-class NoChampionError(RuntimeError):
-    pass
-
-
-def find_champion(tracking: Tracking) -> ChampionVersion:
-    """The version the `champion` alias points at; a clear error when there is none yet."""
-    from mlflow.exceptions import MlflowException
-
-    client = tracking.client()
-    name = tracking.registered_model_name
-    try:
-        version = client.get_model_version_by_alias(name, CHAMPION_ALIAS)
-    except MlflowException:
-        raise NoChampionError(
-            f"No `{CHAMPION_ALIAS}` version of the registered model `{name}` in {tracking.uri()}: "
-            "materialize the `engagement_model` asset first (it trains, registers and promotes a model)."
-        ) from None
-    return champion_version(name, version)
-
-
-def champion_version(name: str, version) -> ChampionVersion:
-    """What a registered version expects, from the tags training wrote on it; KeyError/ValueError if they are missing."""
-    import json
-
-    return ChampionVersion(
-        name=name,
-        version=int(version.version),
-        horizons=[int(h) for h in json.loads(version.tags["horizons"])],
-        window=int(version.tags["window"]),
-        feature_names=list(json.loads(version.tags["feature_names"])),
-    )
-
-
-def load_model(version: ChampionVersion) -> Champion:
-    """Load the version through mlflow.pyfunc, pinned by number (the alias may move meanwhile)."""
-    import mlflow.pyfunc
-
-    return Champion(**vars(version), model=mlflow.pyfunc.load_model(version.uri))
-
-
-def load_champion(tracking: Tracking) -> Champion:
-    return load_model(find_champion(tracking))
 
 
 def read_day(
@@ -188,16 +120,15 @@ def write_atomically(table, target: Path) -> None:
 
 def probability_summary(table, horizons: list[int]) -> str:
     quantiles = (0.05, 0.25, 0.5, 0.75, 0.95)
-    lines = ["| horizon | mean | " + " | ".join(f"q{int(q * 100)}" for q in quantiles) + " |"]
-    lines.append("| --- " * (len(quantiles) + 2) + "|")
+    header = ["horizon", "mean", *(f"q{int(q * 100)}" for q in quantiles)]
+    rows = []
     for horizon in horizons:
         values = table.column(f"p_continue_{horizon}m").to_numpy()
         if len(values) == 0:
-            lines.append(f"| {horizon}m | - |" + " - |" * len(quantiles))
+            rows.append([f"{horizon}m", *["-"] * (len(quantiles) + 1)])
             continue
-        qs = np.quantile(values, quantiles)
-        lines.append(f"| {horizon}m | {values.mean():.3f} | " + " | ".join(f"{q:.3f}" for q in qs) + " |")
-    return "\n".join(lines)
+        rows.append([f"{horizon}m", float(values.mean()), *(float(q) for q in np.quantile(values, quantiles))])
+    return markdown_table(header, rows, digits=3)
 
 
 _UTC = "timestamp[us, tz=UTC]"

@@ -19,16 +19,16 @@ import pytest
 
 from engagement_pipeline.definitions import defs
 from engagement_pipeline.ingest import ingest_assets
+from engagement_pipeline.registry import load_champion
 from engagement_pipeline.sample import write_export
 from engagement_pipeline.scoring import (
     daily_partitions,
-    load_champion,
     nightly_scoring_schedule,
     user_predictions,
     write_atomically,
 )
 from engagement_pipeline.sql_models import sql_model_assets, sql_model_checks
-from engagement_pipeline.training import engagement_model
+from engagement_pipeline.train_asset import engagement_model
 from engagement_pipeline.windows import gather_windows, load_feature_matrix
 from engagement_pipeline_tests.conftest import QUICK_TRAINING, csv_text
 from engagement_pipeline_tests.project import project_resources

@@ -41,7 +41,7 @@ from engagement_pipeline.sample import write_export
 from engagement_pipeline.scoring import user_predictions
 from engagement_pipeline.settings import Settings
 from engagement_pipeline.sql_models import sql_model_assets, sql_model_checks
-from engagement_pipeline.training import engagement_model
+from engagement_pipeline.train_asset import engagement_model
 from engagement_pipeline_tests.conftest import QUICK_TRAINING
 from engagement_pipeline_tests.project import project_resources
 

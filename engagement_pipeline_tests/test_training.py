@@ -17,23 +17,22 @@ import numpy as np
 import pytest
 from sklearn.metrics import average_precision_score, brier_score_loss, log_loss, roc_auc_score
 
-from engagement_pipeline.resources import CHAMPION_ALIAS, REGISTERED_MODEL_NAME, Warehouse
-from engagement_pipeline.training import (
+from engagement_pipeline.evaluation import (
     BASELINES,
+    binary_metrics,
+    evaluate,
+    expected_calibration_error,
+    stop_precision_at,
+)
+from engagement_pipeline.registry import champion_predictions, promote, promotion_rule
+from engagement_pipeline.resources import CHAMPION_ALIAS, REGISTERED_MODEL_NAME, Warehouse
+from engagement_pipeline.train_asset import engagement_model, run_training
+from engagement_pipeline.training import (
     LABEL_LOOKAHEAD_HORIZONS,
     MICROS_PER_MINUTE,
     TrainingConfig,
-    binary_metrics,
-    champion_predictions,
-    engagement_model,
-    evaluate,
-    expected_calibration_error,
     load_dataset,
     load_labels,
-    promote,
-    promotion_rule,
-    run_training,
-    stop_precision_at,
     time_split,
     train_lstm,
 )
@@ -380,3 +379,154 @@ def test_engagement_model_asset_materializes_with_metadata(synthetic_db):
     # the warehouse was released: another connection can take the lock right away
     with Warehouse(database=str(synthetic_db), lock_timeout_s=1).connect() as con:
         assert con.execute("select count(*) from labels").fetchone()[0] > 0
+
+
+# --------------------------------------------------------------------------- intervals, lift and the gate
+
+
+def test_intervals_come_from_volunteer_resamples_and_the_lift_is_paired():
+    rng = np.random.default_rng(5)
+    n_users, per_user = 60, 40
+    volunteer = np.repeat(np.arange(n_users), per_user)
+    y = (rng.random((len(volunteer), 1)) < 0.5).astype(np.float32)
+    good = np.clip(0.35 * y + 0.65 * rng.random(y.shape), 0, 1)
+    predictions = {"lstm": good, "logistic": good.copy(), "base_rate": np.full(y.shape, 0.5)}
+    metrics = evaluate(predictions, y, [10], np.arange(len(y)), np.zeros(len(y), bool), volunteer, n_resamples=100)
+    low, high = metrics["test_roc_auc_10m_ci_low"], metrics["test_roc_auc_10m_ci_high"]
+    assert low < metrics["test_roc_auc_10m"] < high and low > 0.5
+    assert metrics["logistic_test_brier_10m_ci_low"] <= metrics["logistic_test_brier_10m"]
+    # identical predictions: the paired lift is exactly 0 in every resample, so its interval is [0, 0]
+    assert metrics["lift_roc_auc_10m"] == 0 and metrics["lift_roc_auc_10m_ci_low"] == 0
+    assert metrics["lift_roc_auc_10m_ci_high"] == 0
+    # the same rows counted as independent give a narrower interval than whole volunteers resampled
+    rowwise = evaluate(predictions, y, [10], np.arange(len(y)), np.zeros(len(y), bool), None, n_resamples=100)
+    assert rowwise["test_roc_auc_10m_ci_high"] - rowwise["test_roc_auc_10m_ci_low"] > 0
+    sklearn_points = roc_auc_score(y[:, 0], good[:, 0])
+    assert metrics["test_roc_auc_10m"] == pytest.approx(sklearn_points)
+
+
+def test_a_weighted_resample_equals_repeating_the_rows():
+    from engagement_pipeline.evaluation import all_metrics
+
+    rng = np.random.default_rng(2)
+    y = (rng.random(300) < 0.4).astype(np.float64)
+    p = np.round(rng.random(300), 1)  # many ties
+    counts = rng.integers(0, 3, 300)
+    weighted = all_metrics(y, p, counts[None].astype(np.float64))
+    repeated = binary_metrics(np.repeat(y, counts), np.repeat(p, counts))
+    for name in ("roc_auc", "pr_auc", "brier", "log_loss", "ece"):
+        assert weighted[name][0] == pytest.approx(repeated[name]), name
+    assert weighted["roc_auc"][0] == pytest.approx(roc_auc_score(y, p, sample_weight=counts))
+    assert weighted["pr_auc"][0] == pytest.approx(average_precision_score(y, p, sample_weight=counts))
+
+
+def test_the_gate_keeps_a_model_no_better_than_chance_out_and_find_champion_says_why(dataset):
+    from engagement_pipeline.registry import NoChampionError, find_champion
+
+    tracking = project_resources()["tracking"]
+    client = tracking.client()
+    matrix = dataset.matrix
+    split = time_split(matrix.created_at, dataset.labels, dataset.horizons, 0.7, 0.15)
+    bad = constant_model(len(matrix.feature_names), len(dataset.horizons))
+    import mlflow
+
+    with mlflow.start_run():
+        info = mlflow.pytorch.log_model(bad, name="model", serialization_format="pickle")
+    tags = {"horizons": json.dumps(dataset.horizons), "window": "8", "feature_names": json.dumps(matrix.feature_names)}
+    version = str(mlflow.register_model(info.model_uri, REGISTERED_MODEL_NAME, tags=tags).version)
+    y_test = split.labels[split.test]
+    noise = np.random.default_rng(0).random(y_test.shape).astype(np.float32)
+    decision = promote(client, REGISTERED_MODEL_NAME, version, matrix, split.test, y_test, noise, dataset.horizons)
+    assert not decision.promoted and decision.champion_version is None
+    assert decision.new_ci_low <= 0.5 <= decision.new_ci_high
+    assert "not distinguishable from chance" in decision.reason and f"{decision.new_score:.4f}" in decision.reason
+    with pytest.raises(NoChampionError, match="none passed the promotion gate") as error:
+        find_champion(tracking)
+    assert f"v{version}" in str(error.value) and "not distinguishable from chance" in str(error.value)
+
+
+def test_run_metrics_carry_intervals_the_lift_and_words(dataset):
+    tracking = project_resources()["tracking"]
+    result = run_training(dataset, TrainingConfig(**{**TINY, "epochs": 1}), tracking)
+    run = tracking.client().get_run(result.run_id)
+    for prefix in ("", "gbdt_", "random_forest_", "logistic_"):
+        for w in HORIZONS:
+            for name in ("roc_auc", "pr_auc", "brier"):
+                key = f"{prefix}test_{name}_{w}m"
+                assert run.data.metrics[f"{key}_ci_low"] <= run.data.metrics[key] <= run.data.metrics[f"{key}_ci_high"]
+    for w in HORIZONS:
+        lift = run.data.metrics[f"lift_roc_auc_{w}m"]
+        assert run.data.metrics[f"lift_roc_auc_{w}m_ci_low"] <= lift <= run.data.metrics[f"lift_roc_auc_{w}m_ci_high"]
+        words = run.data.tags[f"lift_{w}m"]
+        assert any(phrase in words for phrase in ("better than", "worse than", "not distinguishable from"))
+    assert run.info.run_name.startswith(f"lstm-k{TINY['window']}-")
+    assert "val_loss" in run.data.tags["mlflow.note.content"]
+    experiment = tracking.client().get_experiment(result.experiment_id)
+    assert experiment.tags["mlflow.experimentKind"] == "custom_model_development"
+    assert result.stopping.startswith(("stopped early after epoch", "ran all"))
+    assert "logistic_chosen" in run.data.params
+
+
+# --------------------------------------------------------------------------- real and odd exports, end to end
+
+
+def train_export() -> dg.ExecuteInProcessResult:
+    """ingest -> SQL models -> engagement_model on one export folder, the quick training config."""
+    from engagement_pipeline.ingest import ingest_assets
+    from engagement_pipeline.sql_models import sql_model_assets
+    from engagement_pipeline_tests.conftest import QUICK_TRAINING
+
+    return dg.materialize(
+        [*ingest_assets, *sql_model_assets, engagement_model],
+        resources=project_resources(),
+        run_config={"ops": {"engagement_model": {"config": QUICK_TRAINING}}},
+    )
+
+
+@pytest.mark.slow
+def test_the_michigan_sample_yields_no_champion_worse_than_chance(exports_dir):
+    import shutil
+
+    from engagement_pipeline.registry import NoChampionError, find_champion
+    from engagement_pipeline_tests.conftest import MICHIGAN_EXPORT
+
+    shutil.copy(MICHIGAN_EXPORT, exports_dir / MICHIGAN_EXPORT.name)
+    result = train_export()
+    metadata = result.asset_materializations_for_node("engagement_model")[0].metadata
+    decision = metadata["champion_decision"].value
+    if metadata["promoted"].value:  # only a version whose interval lies above chance may score
+        low = float(metadata["new_mean_test_roc_auc_95ci"].value.strip("[]").split(",")[0])
+        assert low > 0.5, decision
+    else:
+        assert "not distinguishable from chance" in decision
+        with pytest.raises(NoChampionError, match="none passed the promotion gate"):
+            find_champion(project_resources()["tracking"])
+    assert metadata["champion_mean_test_roc_auc"].value == "none yet"
+    assert "volunteers" in decision
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("shape", ["no metadata column", "metadata without timing"])
+def test_the_whole_pipeline_trains_on_an_export_without_task_timing(exports_dir, tmp_path, shape):
+    from engagement_pipeline.sample_export import write_export
+
+    generated = write_export(tmp_path / "generated.csv", 4_000, seed=4)
+    target = exports_dir / "export.csv"
+    select = (
+        "select * exclude (metadata)"
+        if shape == "no metadata column"
+        else """select * replace ('{"session":"abc","user_language":"en"}' as metadata)"""
+    )
+    with duckdb.connect() as con:
+        con.execute(
+            f"copy ({select} from read_csv(?, all_varchar = true)) to '{target}' (header, quote '\"')",
+            [str(generated)],
+        )
+    result = train_export()
+    assert result.success
+    metadata = result.asset_materializations_for_node("engagement_model")[0].metadata
+    dropped = metadata["baselines_dropped_features"].value
+    assert "log_task_seconds" in dropped  # no browser clock: the task-time features have no observed value
+    run = project_resources()["tracking"].client().get_run(metadata["mlflow_run_id"].value)
+    assert "log_task_seconds" in run.data.tags["baselines_dropped_features"]
+    assert np.isfinite(run.data.metrics["gbdt_test_roc_auc_10m"])

@@ -1,0 +1,179 @@
+"""Baselines the LSTM must beat, each given the same care: its key parameters chosen on validation.
+
+Every baseline sees the current classification's features only (no history
+window) and is fitted per horizon on the train rows, then scored on the test
+rows the LSTM is scored on:
+
+    base_rate       the train share of "continues"
+    logistic        L2 logistic regression on the LSTM's own preprocessing; C from a small grid
+    gbdt            histogram gradient boosting on raw features (NaN native), early stopping on
+                    validation; learning rate x leaves from a small grid
+    random_forest   on the LSTM's preprocessing; depth from a small grid
+
+Each grid is searched on the validation period by ROC-AUC (the metric the
+models are compared on) within `search_seconds` per baseline and horizon: the
+grid starts from the former fixed setting and the search stops when the budget is spent.
+A feature with no observed value in the train rows is dropped for every
+baseline (HistGradientBoosting cannot bin an all-NaN column); the caller says which.
+
+sklearn is imported inside the functions.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from engagement_pipeline.evaluation import BASELINES, roc_auc_or_nan
+
+LOGISTIC_C = (1.0, 0.1, 0.01)
+# The previous fixed setting first: with a validation period of one outcome there is nothing to choose by.
+GBDT_GRID = ((0.05, 63), (0.1, 15))  # (learning_rate, max_leaf_nodes)
+FOREST_DEPTH = (10, 16)
+
+
+@dataclass
+class BaselineFit:
+    """Test predictions of every baseline [n_test, H], the parameters chosen per horizon, and what was dropped."""
+
+    predictions: dict[str, np.ndarray]
+    chosen: dict[str, dict[int, str]] = field(default_factory=dict)  # baseline -> horizon index -> "C=0.1"
+    dropped_features: list[str] = field(default_factory=list)
+
+
+def observed_columns(X_train: np.ndarray) -> np.ndarray:
+    """Bool [F]: the features with at least one observed value in the train rows."""
+    return ~np.isnan(X_train).all(axis=0)
+
+
+def search(candidates, fit_and_score, budget_s: float):
+    """Fit candidates in order until the budget is spent; return (best label, best test predictions)."""
+    started, best = time.perf_counter(), None
+    for label, make in candidates:
+        score, p_test = fit_and_score(make)
+        if best is None or (np.isfinite(score) and not score <= best[0]):
+            best = (score if np.isfinite(score) else -np.inf, label, p_test)
+        if time.perf_counter() - started > budget_s:
+            break
+    return best[1], best[2]
+
+
+def fit_baselines(
+    X: np.ndarray,
+    labels: np.ndarray,
+    split,
+    scaling,
+    feature_names: list[str],
+    seed: int = 0,
+    forest_max_train_rows: int = 100_000,
+    search_seconds: float = 15.0,
+) -> BaselineFit:
+    """Fit each baseline per horizon (train rows), choose its parameters on validation, predict the test rows."""
+    from engagement_pipeline.model import Scaling, preprocess_tabular
+
+    keep = observed_columns(X[split.train])
+    dropped = [name for name, kept in zip(feature_names, keep) if not kept]
+    X = X[:, keep]
+    scaling = Scaling(scaling.log_transform[keep], scaling.mean[keep], scaling.std[keep])
+    parts = ("train", "val", "test")
+    scaled = {part: preprocess_tabular(X[getattr(split, part)], scaling) for part in parts}
+    features = {part: X[getattr(split, part)] for part in parts}
+    rng = np.random.default_rng(seed)
+    n_test, n_horizons = len(split.test), labels.shape[1]
+    out = BaselineFit({name: np.full((n_test, n_horizons), np.nan, dtype=np.float32) for name in BASELINES})
+    out.dropped_features = dropped
+    for h in range(n_horizons):
+        y_train, y_val = labels[split.train, h], labels[split.val, h]
+        known, val_known = ~np.isnan(y_train), ~np.isnan(y_val)
+        y = y_train[known].astype(int)
+        out.predictions["base_rate"][:, h] = y.mean() if len(y) else 0.5
+        if len(np.unique(y)) < 2:  # one outcome in train: nothing to rank by, every baseline is the base rate
+            for name in BASELINES[1:]:
+                out.predictions[name][:, h] = out.predictions["base_rate"][:, h]
+                out.chosen.setdefault(name, {})[h] = "base rate (one outcome in train)"
+            continue
+        data = Horizon(scaled, features, known, y, val_known, y_val[val_known].astype(int))
+        forest_rows = np.flatnonzero(known)
+        if len(forest_rows) > forest_max_train_rows:
+            forest_rows = np.sort(rng.choice(forest_rows, forest_max_train_rows, replace=False))
+        for name, fit in (("logistic", fit_logistic), ("gbdt", fit_gbdt), ("random_forest", fit_forest)):
+            label, p_test = fit(data, seed, search_seconds, forest_rows=forest_rows, y_all=y_train)
+            out.predictions[name][:, h] = p_test
+            out.chosen.setdefault(name, {})[h] = label
+    return out
+
+
+@dataclass(frozen=True)
+class Horizon:
+    """One horizon's inputs: scaled and raw features per period, known-label masks and labels."""
+
+    scaled: dict[str, np.ndarray]
+    raw: dict[str, np.ndarray]
+    known: np.ndarray  # train rows with a label
+    y: np.ndarray  # their labels (int)
+    val_known: np.ndarray
+    y_val: np.ndarray
+
+    @property
+    def val_has_both(self) -> bool:
+        return len(np.unique(self.y_val)) == 2
+
+
+def validation_score(data: Horizon, model, inputs: str) -> tuple[float, np.ndarray]:
+    """(validation ROC-AUC, test predictions) of a fitted model; inputs = 'scaled' or 'raw'."""
+    source = data.scaled if inputs == "scaled" else data.raw
+    p_val = model.predict_proba(source["val"][data.val_known])[:, 1] if data.val_has_both else None
+    score = roc_auc_or_nan(data.y_val.astype(float), p_val) if p_val is not None else float("nan")
+    return score, model.predict_proba(source["test"])[:, 1]
+
+
+def fit_logistic(data: Horizon, seed: int, budget_s: float, **_) -> tuple[str, np.ndarray]:
+    from sklearn.linear_model import LogisticRegression
+
+    def fit_and_score(C):
+        model = LogisticRegression(C=C, max_iter=2000).fit(data.scaled["train"][data.known], data.y)
+        return validation_score(data, model, "scaled")
+
+    return search([(f"C={C:g}", C) for C in LOGISTIC_C], fit_and_score, budget_s)
+
+
+def fit_gbdt(data: Horizon, seed: int, budget_s: float, **_) -> tuple[str, np.ndarray]:
+    """Raw features (NaN handled natively), early stopping on the validation period when it has both outcomes."""
+    from sklearn.ensemble import HistGradientBoostingClassifier
+
+    early = {"X_val": data.raw["val"][data.val_known], "y_val": data.y_val} if data.val_has_both else {}
+
+    def fit_and_score(params):
+        learning_rate, leaves = params
+        model = HistGradientBoostingClassifier(
+            learning_rate=learning_rate,
+            max_iter=1000,
+            max_leaf_nodes=leaves,
+            min_samples_leaf=40,
+            l2_regularization=1.0,
+            early_stopping=True,
+            n_iter_no_change=30,
+            validation_fraction=None if early else 0.1,
+            random_state=seed,
+        ).fit(data.raw["train"][data.known], data.y, **early)
+        return validation_score(data, model, "raw")
+
+    grid = [(f"learning_rate={lr:g}, max_leaf_nodes={leaves}", (lr, leaves)) for lr, leaves in GBDT_GRID]
+    return search(grid, fit_and_score, budget_s)
+
+
+def fit_forest(
+    data: Horizon, seed: int, budget_s: float, forest_rows: np.ndarray, y_all: np.ndarray, **_
+) -> tuple[str, np.ndarray]:
+    """100 trees on at most `forest_max_train_rows` train rows (the same sample for every depth)."""
+    from sklearn.ensemble import RandomForestClassifier
+
+    def fit_and_score(depth):
+        model = RandomForestClassifier(
+            n_estimators=100, max_depth=depth, min_samples_leaf=5, n_jobs=2, random_state=seed
+        ).fit(data.scaled["train"][forest_rows], y_all[forest_rows].astype(int))
+        return validation_score(data, model, "scaled")
+
+    return search([(f"max_depth={d}", d) for d in FOREST_DEPTH], fit_and_score, budget_s)
