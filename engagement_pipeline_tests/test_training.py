@@ -477,7 +477,7 @@ def train_export() -> dg.ExecuteInProcessResult:
     from engagement_pipeline_tests.conftest import QUICK_TRAINING
 
     return dg.materialize(
-        [*ingest_assets, *sql_model_assets, engagement_model],
+        [*ingest_assets, *sql_model_assets(), engagement_model],
         resources=project_resources(),
         run_config={"ops": {"engagement_model": {"config": QUICK_TRAINING}}},
     )
@@ -508,7 +508,7 @@ def test_the_michigan_sample_yields_no_champion_worse_than_chance(exports_dir):
 @pytest.mark.slow
 @pytest.mark.parametrize("shape", ["no metadata column", "metadata without timing"])
 def test_the_whole_pipeline_trains_on_an_export_without_task_timing(exports_dir, tmp_path, shape):
-    from engagement_pipeline.sample_export import write_export
+    from engagement_pipeline.sample import write_export
 
     generated = write_export(tmp_path / "generated.csv", 4_000, seed=4)
     target = exports_dir / "export.csv"
