@@ -6,39 +6,39 @@ create or replace temp table parsed_rows as
 with typed as (
     select
         rowid as idx,
-        try_cast(trim(classification_id) as bigint)                          as classification_id,
-        nullif(trim(user_id), '')                                            as user_id_text,
-        try_cast(trim(user_id) as bigint)                                    as user_id,
-        nullif(trim(user_name), '')                                          as user_name,
-        try_cast(trim(workflow_id) as bigint)                                as workflow_id,
-        nullif(trim(workflow_version), '')                                   as workflow_version,
+        try_cast(trim(classification_id) as bigint) as classification_id,
+        nullif(trim(user_id), '') as user_id_text,
+        try_cast(trim(user_id) as bigint) as user_id,
+        nullif(trim(user_name), '') as user_name,
+        try_cast(trim(workflow_id) as bigint) as workflow_id,
+        nullif(trim(workflow_version), '') as workflow_version,
         -- The Panoptes format first, then anything DuckDB reads as a time
         -- (ISO 8601, with or without an offset; naive times are UTC).
         coalesce(
             timezone('UTC', try_strptime(trim(created_at), '%Y-%m-%d %H:%M:%S UTC')),
             try_cast(trim(created_at) as timestamptz)
-        )                                                                    as created_at,
-        nullif(trim(created_at), '')                                         as created_at_text,
+        ) as created_at,
+        nullif(trim(created_at), '') as created_at_text,
         -- One parse of the metadata JSON per row; broken JSON gives NULLs, not an error.
         try(json_extract_string(
             metadata, ['$.started_at', '$.finished_at', '$.utc_offset', '$.user_agent', '$.session']
-        ))                                                                   as metadata_fields,
-        lower(trim(gold_standard))                                           as gold_standard,
-        nullif(trim(expert), '')                                             as expert,
-        nullif(trim(subject_ids), '')                                        as subject_ids
+        )) as metadata_fields,
+        lower(trim(gold_standard)) as gold_standard,
+        nullif(trim(expert), '') as expert,
+        nullif(trim(subject_ids), '') as subject_ids
     from csv_rows
 ),
 
 with_metadata as (
     select
         typed.*,
-        try_cast(metadata_fields[1] as timestamptz)                          as started_at,
-        try_cast(metadata_fields[2] as timestamptz)                          as finished_at,
+        try_cast(typed.metadata_fields[1] as timestamptz) as started_at,
+        try_cast(typed.metadata_fields[2] as timestamptz) as finished_at,
         -- metadata.utc_offset is JavaScript's getTimezoneOffset() in seconds:
         -- UTC minus local time. We store local minus UTC, in minutes.
-        -(try_cast(metadata_fields[3] as integer) // 60)                     as utc_offset_minutes,
-        metadata_fields[4]                                                   as user_agent,
-        metadata_fields[5]                                                   as browser_session
+        -(try_cast(typed.metadata_fields[3] as integer) // 60) as utc_offset_minutes,
+        typed.metadata_fields[4] as user_agent,
+        typed.metadata_fields[5] as browser_session
     from typed
 ),
 
@@ -71,7 +71,7 @@ select
     case
         when user_id is not null then cast(user_id as varchar)
         else 'h:' || left(sha256(getvariable('salt') || user_name), 24)
-    end                                                             as user_key,
+    end as user_key,
     user_id is null and (user_name is null or user_name like 'not-logged-in%') as is_anonymous,
     workflow_id,
     workflow_version,
@@ -81,14 +81,17 @@ select
     utc_offset_minutes,
     case
         when user_agent is null then 'unknown'
-        when regexp_matches(user_agent, 'iPad|Tablet|Kindle|Silk')
-          or (contains(user_agent, 'Android') and not contains(user_agent, 'Mobile')) then 'tablet'
+        when
+            regexp_matches(user_agent, 'iPad|Tablet|Kindle|Silk')
+            or (contains(user_agent, 'Android') and not contains(user_agent, 'Mobile')) then 'tablet'
         when regexp_matches(user_agent, 'Mobi|iPhone|iPod|Android|Windows Phone') then 'mobile'
         else 'desktop'
-    end                                                             as device_class,
+    end as device_class,
     browser_session,
-    case gold_standard when 'true' then true when 't' then true when '1' then true
-                       when 'false' then false when 'f' then false when '0' then false end as gold_standard,
-    expert is not null and lower(expert) not in ('false', 'f', '0')  as expert,
+    case gold_standard
+        when 'true' then true when 't' then true when '1' then true
+        when 'false' then false when 'f' then false when '0' then false
+    end as gold_standard,
+    expert is not null and lower(expert) not in ('false', 'f', '0') as expert,
     subject_ids
 from judged;
