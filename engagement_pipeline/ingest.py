@@ -30,6 +30,7 @@ from engagement_pipeline.ingest_files import (
     find_exports,
 )
 from engagement_pipeline.ingest_load import (
+    MAX_FILE_REJECTED_SHARE,
     FileResult,
     IngestReport,
     ensure_schema,
@@ -55,6 +56,14 @@ __all__ = [
 
 
 # --------------------------------------------------------------------------- Dagster
+
+
+class IngestConfig(dg.Config):
+    max_file_rejected_share: float = Field(
+        MAX_FILE_REJECTED_SHARE,
+        description="A file of which more than this share of rows cannot be used stops the ingest, "
+        "nothing of it stored (the message names the file and the commonest reasons).",
+    )
 
 
 class IngestCheckConfig(dg.Config):
@@ -130,7 +139,7 @@ def _preview_markdown(con) -> str:
     # One load writes both tables; selecting either one runs it.
     can_subset=True,
 )
-def ingest_classifications(context: dg.AssetExecutionContext, warehouse: Warehouse):
+def ingest_classifications(context: dg.AssetExecutionContext, config: IngestConfig, warehouse: Warehouse):
     """Load new or changed export files into the warehouse, one transaction per file."""
     folder = exports_dir()
     if folder is None:
@@ -143,7 +152,14 @@ def ingest_classifications(context: dg.AssetExecutionContext, warehouse: Warehou
         raise FileNotFoundError(f"No *.csv or *.csv.gz exports under {folder}")
     salt = load_salt(paths().salt_file)
     with warehouse.connect(log=context.log) as con:
-        report = ingest_exports(con, files, salt, scratch=warehouse.path.parent / "ingest_tmp", log=context.log)
+        report = ingest_exports(
+            con,
+            files,
+            salt,
+            scratch=warehouse.path.parent / "ingest_tmp",
+            log=context.log,
+            max_rejected_share=config.max_file_rejected_share,
+        )
         total, rejected = run_sql(con, "warehouse_totals").fetchone()
         preview = _preview_markdown(con)
     common = {

@@ -8,6 +8,7 @@ only: DuckDB variables (`set variable name = ?`, read with `getvariable`).
 """
 
 import functools
+import hashlib
 import os
 import secrets
 import tempfile
@@ -15,19 +16,26 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from engagement_pipeline.ingest_files import (
+    LINK_PREFIX,
     TRANSCODED_PREFIX,
     ExportFormatError,
     FileScan,
     check_header,
     read_header,
+    read_lines,
     scan_file,
+    shown,
     staged_columns,
     transcode_to_utf8,
 )
 
 SQL_DIR = Path(__file__).parent / "ingest_sql"
-MAX_LINE_BYTES = 16 * 1024 * 1024  # one row may be large (10 MB annotations happen)
+MAX_LINE_BYTES = 16 * 1024 * 1024  # one row may be large (10 MB annotations happen); longer ones are rejected
 CSV_BUFFER_BYTES = 2 * MAX_LINE_BYTES  # DuckDB's read buffer; its default (16 x max_line_size) would be 256 MB
+# A file of which more than this share of rows cannot be used stops the ingest
+# (nothing of it stored): it is most likely not what it seems (dates in another
+# format, another table's export). The asset's run config can change it.
+MAX_FILE_REJECTED_SHARE = 0.9
 
 
 @dataclass
@@ -102,71 +110,118 @@ def ensure_schema(con) -> None:
 # --------------------------------------------------------------------------- the steps of one file
 
 
-def _stage(con, path: Path, header: list[str]) -> tuple[int, int, int]:
-    """Step 1: the CSV into csv_rows and ingest_rejects; returns (rows staged, parser rejects, invalid UTF-8)."""
+def _stage_and_parse(con, path: Path, shown_path: str, header: list[str], salt: str) -> tuple[int, int, int]:
+    """Steps 1 and 2: csv_rows (a view of the file), parsed_rows; returns (rows read, parser rejects, invalid UTF-8)."""
     import duckdb
 
+    run_sql(
+        con,
+        "stage_csv",
+        csv_path=str(path),
+        csv_columns=staged_columns(header),
+        max_line_bytes=MAX_LINE_BYTES,
+        buffer_bytes=CSV_BUFFER_BYTES,
+    )
     try:
-        run_sql(
-            con,
-            "stage_csv",
-            csv_path=str(path),
-            csv_columns=staged_columns(header),
-            max_line_bytes=MAX_LINE_BYTES,
-            buffer_bytes=CSV_BUFFER_BYTES,
-        )
+        run_sql(con, "parse_rows", salt=salt)
     except (duckdb.IOException, OSError, EOFError) as error:
         # A truncated or corrupt gzip, a file that vanished or cannot be read: nothing was written yet.
-        raise ExportFormatError(f"{path}: cannot be read to its end, nothing loaded from it: {error}") from error
+        raise ExportFormatError(
+            f"{shown_path}: cannot be read to its end, nothing loaded from it: {str(error).splitlines()[0]}. "
+            "Download it again (a .gz must be complete) and run the ingest again."
+        ) from error
     except duckdb.InvalidInputException as error:
         # DuckDB's CSV reader gave up on the file as a whole (not a row it could reject): nothing was written yet.
         first_line = str(error).splitlines()[0]
-        raise ExportFormatError(f"{path}: cannot be parsed as CSV, nothing loaded from it: {first_line}") from error
+        raise ExportFormatError(
+            f"{shown_path}: cannot be parsed as CSV, nothing loaded from it: {first_line}. "
+            "Re-export it from Zooniverse, or repair the line named (a lone carriage return in a field?)."
+        ) from error
     return run_sql(con, "staged_counts").fetchone()
 
 
-def _number_lines(con, scan: FileScan, rows_staged: int, parser_rejects: int) -> None:
-    """Step 2: row_lines, the physical line each staged row starts on."""
-    records = rows_staged + parser_rejects
-    physical_lines = None if scan.newlines is None else scan.newlines + (0 if scan.ends_with_newline else 1)
-    run_sql(con, "number_lines", records=records, one_line_per_record=physical_lines == 1 + records)
+def _number_lines(con, shown_path: str, scan: FileScan, rows_read: int, parser_rejects: int) -> None:
+    """Step 3: row_lines and reject_lines, the physical line each row starts on; every line accounted for."""
+    records = rows_read + parser_rejects
+    long_lines = [line for line, _ in scan.long_lines]
+    one_line_per_record = scan.lines is not None and scan.lines == 1 + records + len(long_lines)
+    run_sql(con, "number_lines", records=records, one_line_per_record=one_line_per_record, long_lines=long_lines)
+    (accounted,) = run_sql(con, "line_accounting").fetchone()
+    # Blank lines hold no row (DuckDB skips them); any other shortfall is a row the reader lost.
+    if scan.lines is not None and not 0 <= scan.lines - accounted <= scan.blank_lines:
+        raise ExportFormatError(
+            f"{shown_path}: {scan.lines - accounted} of its {scan.lines} lines could not be matched to a row "
+            f"(a row over {MAX_LINE_BYTES // 2**20} MB that spans several lines?); nothing loaded from it. "
+            "Shorten or remove that row and run the ingest again."
+        )
 
 
-def ingest_file(con, path: Path, header: list[str], scan: FileScan, salt: str, scratch: Path) -> FileResult:
+def _raw_lines(con, path: Path) -> tuple[list[int], list[str]]:
+    """The physical lines the parser rejected, read from the file itself (DuckDB's csv_line can be another row's)."""
+    wanted = [line for (line,) in run_sql(con, "reject_line_numbers").fetchall()]
+    texts = read_lines(path, wanted, MAX_LINE_BYTES) if wanted else {}
+    return list(texts), [text.decode("utf-8", errors="replace").rstrip("\r") for text in texts.values()]
+
+
+def ingest_file(
+    con,
+    path: Path,
+    header: list[str],
+    encoding: str,
+    scan: FileScan,
+    salt: str,
+    scratch: Path,
+    max_rejected_share: float,
+) -> FileResult:
     """Load one export (already scanned, its header read and checked) in one transaction."""
-    result = FileResult(path=str(path))
-    transcoded_path = None
+    result = FileResult(path=shown(path))
+    source_file = shown(path)  # the path as stored: a non-UTF-8 name becomes \x.. escapes
+    readable, transcoded_path = path, None
     try:
-        # Staging works in temp tables; only the inserts need the transaction.
-        rows_staged, parser_rejects, invalid_encoding = _stage(con, path, header)
+        if encoding != "utf-8":  # UTF-16: DuckDB reads UTF-8 only
+            readable = transcoded_path = transcode_to_utf8(path, scratch, encoding)
+            scan = scan_file(readable, MAX_LINE_BYTES, sha256=scan.sha256)
+        elif os.fsencode(str(path)) != str(path).encode("utf-8", errors="ignore"):
+            readable = _utf8_named_link(path, scratch)  # DuckDB takes UTF-8 paths only
+        # Staging and parsing work in temp tables; only the inserts need the transaction.
+        rows_read, parser_rejects, invalid_encoding = _stage_and_parse(con, readable, source_file, header, salt)
         if invalid_encoding:
-            transcoded_path = transcode_to_utf8(path, scratch)
+            readable = transcoded_path = transcode_to_utf8(path, scratch, encoding)
             result.transcoded = True
-            rows_staged, parser_rejects, _ = _stage(con, transcoded_path, header)
-            transcoded = scan_file(transcoded_path)
-            scan = FileScan(scan.sha256, transcoded.newlines, transcoded.ends_with_newline)
-        _number_lines(con, scan, rows_staged, parser_rejects)
-        run_sql(con, "parse_rows", salt=salt)
+            scan = scan_file(readable, MAX_LINE_BYTES, sha256=scan.sha256)
+            rows_read, parser_rejects, _ = _stage_and_parse(con, readable, source_file, header, salt)
+        _number_lines(con, source_file, scan, rows_read, parser_rejects)
+        reject_line_numbers, reject_line_texts = _raw_lines(con, readable)
 
         con.execute("begin transaction")
-        (result.rows_inserted,) = run_sql(con, "insert_classifications", source_file=str(path)).fetchone()
+        (result.rows_inserted,) = run_sql(con, "insert_classifications", source_file=source_file).fetchone()
         run_sql(
             con,
             "insert_rejected_rows",
-            source_file=str(path),
+            source_file=source_file,
             ip_position=header.index("user_ip") + 1 if "user_ip" in header else 0,
             name_position=header.index("user_name") + 1 if "user_name" in header else 0,
             header_fields=len(header),
+            reject_line_numbers=reject_line_numbers,
+            reject_line_texts=reject_line_texts,
+            long_lines=[line for line, _ in scan.long_lines],
+            long_line_bytes=[size for _, size in scan.long_lines],
+            max_line_bytes=MAX_LINE_BYTES,
         )
-        value_rejects, parser_rejects = run_sql(con, "file_counts").fetchone()
-        result.rows_rejected = value_rejects + parser_rejects
-        result.rows_duplicate = rows_staged - result.rows_inserted - value_rejects
-        result.rows_read = rows_staged + parser_rejects
+        value_rejects, result.rows_rejected, top_reasons = run_sql(con, "file_counts").fetchone()
+        result.rows_duplicate = rows_read - result.rows_inserted - value_rejects
+        result.rows_read = rows_read + result.rows_rejected - value_rejects
+        if result.rows_read and result.rows_rejected / result.rows_read > max_rejected_share:
+            raise ExportFormatError(
+                f"{source_file}: {result.rows_rejected:,} of its {result.rows_read:,} rows cannot be used, more than "
+                f"the {max_rejected_share:.0%} a file may have (max_file_rejected_share); nothing loaded from it. "
+                f"Commonest reasons: {'; '.join(top_reasons)}. Fix or remove the file and run the ingest again."
+            )
         run_sql(
             con,
             "record_file",
             sha256=scan.sha256,
-            source_file=str(path),
+            source_file=source_file,
             bytes=path.stat().st_size,
             rows_read=result.rows_read,
             rows_inserted=result.rows_inserted,
@@ -181,7 +236,19 @@ def ingest_file(con, path: Path, header: list[str], scan: FileScan, salt: str, s
         run_sql(con, "drop_staging")
         if transcoded_path is not None:
             transcoded_path.unlink(missing_ok=True)
+        if readable != path and readable.is_symlink():
+            readable.unlink(missing_ok=True)
     return result
+
+
+def _utf8_named_link(path: Path, scratch: Path) -> Path:
+    """A symbolic link with a UTF-8 name to a file whose name is not UTF-8, in the scratch folder."""
+    link = scratch / f"{LINK_PREFIX}{hashlib.sha256(os.fsencode(str(path))).hexdigest()[:16]}.csv"
+    if path.name.lower().endswith(".gz"):
+        link = link.with_suffix(".csv.gz")
+    link.unlink(missing_ok=True)
+    link.symlink_to(path.resolve())
+    return link
 
 
 def _rollback_if_open(con) -> None:
@@ -191,34 +258,38 @@ def _rollback_if_open(con) -> None:
         pass
 
 
-def ingest_exports(con, files: list[Path], salt: str, scratch: Path, log=None) -> IngestReport:
+def ingest_exports(
+    con, files: list[Path], salt: str, scratch: Path, log=None, max_rejected_share: float = MAX_FILE_REJECTED_SHARE
+) -> IngestReport:
     """Ingest every new or changed file; check all headers before touching the warehouse."""
     ensure_schema(con)
     seen = {row[0] for row in run_sql(con, "known_files").fetchall()}
-    scans = {path: scan_file(path) for path in files}
-    new_files: dict[Path, list[str]] = {}  # the first path of each content not loaded yet -> its header
+    scans = {path: scan_file(path, MAX_LINE_BYTES) for path in files}
+    new_files: dict[Path, tuple[list[str], str]] = {}  # the first path of each new content -> (header, encoding)
     for path in files:
         if scans[path].sha256 not in seen:
             seen.add(scans[path].sha256)  # the same content at a second path is skipped like a known file
             new_files[path] = read_header(path)
-            check_header(path, new_files[path])
+            check_header(path, new_files[path][0])
 
     report = IngestReport()
     scratch.mkdir(parents=True, exist_ok=True)
     # A run killed mid-file leaves its UTF-8 copy behind; we hold the warehouse
     # lock, so no other ingest is using one now. They hold raw user_ip values.
-    for leftover in scratch.glob(f"{TRANSCODED_PREFIX}*.csv"):
+    for leftover in [*scratch.glob(f"{TRANSCODED_PREFIX}*.csv"), *scratch.glob(f"{LINK_PREFIX}*")]:
         leftover.unlink(missing_ok=True)
     for path in files:
         if path not in new_files:
-            report.files.append(FileResult(path=str(path), skipped=True))
+            report.files.append(FileResult(path=shown(path), skipped=True))
             continue
-        result = ingest_file(con, path, new_files[path], scans[path], salt, scratch)
+        header, encoding = new_files[path]
+        result = ingest_file(con, path, header, encoding, scans[path], salt, scratch, max_rejected_share)
         report.files.append(result)
         if log is not None:
             log.info(
-                f"{path.name}: {result.rows_read:,} rows read, {result.rows_inserted:,} new, "
-                f"{result.rows_duplicate:,} already stored, {result.rows_rejected:,} rejected"
-                + (" (non-UTF-8 bytes replaced)" if result.transcoded else "")
+                f"{shown(path.name)}: {result.rows_read:,} rows read, {result.rows_inserted:,} new, "
+                f"{result.rows_duplicate:,} already stored or repeated, {result.rows_rejected:,} rejected"
+                + (" (non-UTF-8 bytes read as Latin-1)" if result.transcoded else "")
+                + (f" (read as {encoding})" if encoding != "utf-8" else "")
             )
     return report

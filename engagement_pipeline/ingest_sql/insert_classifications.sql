@@ -22,6 +22,6 @@ select
     row_lines.raw_line as source_line,
     now() as ingested_at
 from parsed_rows
-inner join row_lines on parsed_rows.idx = row_lines.idx
+inner join row_lines on parsed_rows.rowid = row_lines.idx
 where parsed_rows.reason is null
-qualify row_number() over (partition by parsed_rows.classification_id order by parsed_rows.idx) = 1;
+qualify row_number() over (partition by parsed_rows.classification_id order by parsed_rows.rowid) = 1;

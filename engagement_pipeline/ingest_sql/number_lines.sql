@@ -1,25 +1,33 @@
--- Step 2, number lines: row_lines(idx, record_line, quoted_newlines, raw_line),
--- the physical line each staged row starts on. Parameters:
---   getvariable('records')              data records in the file (rows staged + parser rejects)
+-- Step 3, number lines: the physical line each row starts on, for the rows
+-- read (row_lines: idx, record_line, quoted_newlines, raw_line) and for the
+-- records the parser rejected (reject_lines: record_line, raw_line).
+-- Parameters:
+--   getvariable('records')              data records DuckDB saw (rows read + parser rejects)
 --   getvariable('one_line_per_record')  true when the newline count shows no quoted newlines
--- DuckDB counts records, not lines, and skips the records it rejects; the
--- line of a row is its record number plus the newlines quoted inside the rows
--- before it. With one line per record (the usual case) that sum is zero and,
--- the condition being a constant, is not computed.
+--   getvariable('long_lines')           physical lines the scan found over the reader's limit
+-- DuckDB numbers records, not lines, and skips the records it rejects and the
+-- lines over its limit; a row's line is its record number, plus the newlines
+-- quoted inside the rows before it, plus the long lines before it. With one
+-- line per record (the usual case) the newline count is a constant zero and
+-- the file is not read again.
+create or replace temp table row_newlines as
+select
+    coalesce(
+        length(concat_ws('', *columns(*))) - length(replace(concat_ws('', *columns(*)), chr(10), '')), 0
+    ) as quoted_newlines
+from csv_rows
+where not getvariable('one_line_per_record');
+
 create or replace temp table row_lines as
 with accepted as (
     select
-        rowid as idx,
-        case
-            when getvariable('one_line_per_record') then 0
-            else coalesce(
-                length(concat_ws('', *columns(*))) - length(replace(concat_ws('', *columns(*)), chr(10), '')), 0
-            )
-        end as quoted_newlines
-    from csv_rows
+        parsed_rows.rowid as idx,
+        coalesce(row_newlines.quoted_newlines, 0) as quoted_newlines
+    from parsed_rows
+    left join row_newlines on parsed_rows.rowid = row_newlines.rowid
 ),
 
-parser_rejects as (select distinct line from ingest_rejects),
+parser_rejects as (select distinct ingest_rejects.line from ingest_rejects),
 
 free_record_lines as (
     select
@@ -27,18 +35,65 @@ free_record_lines as (
         row_number() over (order by record_numbers.record_line) - 1 as idx
     from range(2, getvariable('records') + 2) as record_numbers (record_line)
     where record_numbers.record_line not in (select parser_rejects.line from parser_rejects)
+),
+
+numbered as (
+    select
+        accepted.idx,
+        free_record_lines.record_line,
+        accepted.quoted_newlines,
+        free_record_lines.record_line
+        + coalesce(
+            sum(accepted.quoted_newlines) over (
+                order by accepted.idx rows between unbounded preceding and 1 preceding
+            ),
+            0
+        ) as line_without_long_lines
+    from accepted
+    inner join free_record_lines on accepted.idx = free_record_lines.idx
+),
+
+-- Where each long line would sit in the numbering without long lines.
+long_line_positions as (
+    select long_lines.long_line - (row_number() over (order by long_lines.long_line) - 1) as long_position
+    from (select unnest(getvariable('long_lines'))::bigint as long_line) as long_lines
 )
 
 select
-    accepted.idx,
-    free_record_lines.record_line,
-    accepted.quoted_newlines,
-    free_record_lines.record_line
-    + coalesce(
-        sum(accepted.quoted_newlines) over (
-            order by accepted.idx rows between unbounded preceding and 1 preceding
-        ),
-        0
+    numbered.idx,
+    numbered.record_line,
+    numbered.quoted_newlines,
+    numbered.line_without_long_lines
+    + case
+        when len(getvariable('long_lines')) = 0 then 0
+        else (
+            select count(*) from long_line_positions
+            where long_line_positions.long_position <= numbered.line_without_long_lines
+        )
+    end as raw_line
+from numbered;
+
+create or replace temp table reject_lines as
+with positioned as (
+    select
+        parser_rejects.line as record_line,
+        parser_rejects.line + coalesce((
+            select sum(row_lines.quoted_newlines)
+            from row_lines
+            where row_lines.record_line < parser_rejects.line
+        ), 0) as line_without_long_lines
+    from (select distinct ingest_rejects.line from ingest_rejects) as parser_rejects
+),
+
+long_line_positions as (
+    select long_lines.long_line - (row_number() over (order by long_lines.long_line) - 1) as long_position
+    from (select unnest(getvariable('long_lines'))::bigint as long_line) as long_lines
+)
+
+select
+    positioned.record_line,
+    positioned.line_without_long_lines + (
+        select count(*) from long_line_positions
+        where long_line_positions.long_position <= positioned.line_without_long_lines
     ) as raw_line
-from accepted
-inner join free_record_lines on accepted.idx = free_record_lines.idx;
+from positioned;
