@@ -50,21 +50,22 @@ class LineCounter:
     """
 
     def __init__(self, limit: int):
-        self.limit, self.lines, self.partial, self.blank_lines = limit, 0, 0, 0
+        self.limit, self.lines, self.partial, self.blank_lines, self.offset = limit, 0, 0, 0, 0
         self.tail = b"\n"  # the stream's last two bytes; a newline stands before the first line
-        self.long_lines: list[tuple[int, int]] = []  # (line number, bytes without its newline)
+        self.long_lines: list[tuple[int, int, int]] = []  # (line number, byte offset, bytes without its newline)
 
     def feed(self, chunk: bytes) -> None:
         if len(chunk) > self.limit:
             raise ValueError("chunks must not be longer than the line limit")
         first = chunk.find(b"\n")
         if first >= 0 and self.partial + first > self.limit:  # rare: a line DuckDB's reader would drop
-            self.long_lines.append((self.lines + 1, self.partial + first))
+            self.long_lines.append((self.lines + 1, self.offset - self.partial, self.partial + first))
         # Blank lines (an empty line, or a lone \r before the newline) hold no row.
         joined = self.tail + chunk
         if b"\n\n" in joined or b"\n\r\n" in joined:
             self.blank_lines += _blank_lines(joined, len(self.tail))
         self.tail = joined[-2:]
+        self.offset += len(chunk)
         if first < 0:
             self.partial += len(chunk)
             return
@@ -74,7 +75,7 @@ class LineCounter:
     def finish(self) -> None:
         if self.partial:  # a last line without its newline
             if self.partial > self.limit:
-                self.long_lines.append((self.lines + 1, self.partial))
+                self.long_lines.append((self.lines + 1, self.offset - self.partial, self.partial))
             self.lines += 1
 
 
@@ -94,7 +95,7 @@ class FileScan:
     sha256: str
     lines: int | None  # physical lines, header included; None when a gzip cannot be read to its end
     ends_with_newline: bool
-    long_lines: tuple[tuple[int, int], ...] = ()  # (line, bytes) of lines over the reader's limit
+    long_lines: tuple[tuple[int, int, int], ...] = ()  # (line, byte offset, bytes) of lines over the reader's limit
     blank_lines: int = 0  # empty lines: DuckDB skips them (or they are inside a quoted field)
 
 
@@ -188,8 +189,10 @@ def _binary_kind(head: bytes) -> str | None:
         return "binary content (a zip archive renamed .csv): unzip it and put the CSV inside into the exports folder"
     if head.startswith(b"\x1f\x8b"):
         return "binary content (gzip-compressed, in a file named .csv): rename it to end in .csv.gz (or gunzip it)"
-    control = sum(head.count(bytes([b])) for b in (*range(0, 9), 11, *range(14, 27), *range(28, 32)))
-    if control > max(8, len(head) // 100):
+    # Text may hold a stray NUL or control byte, and a Latin-1 file some bytes that are not
+    # UTF-8; a binary file has NULs throughout, or is mostly not UTF-8.
+    not_utf8 = len(head) - len(head.decode("utf-8", errors="ignore").encode("utf-8"))
+    if (head.count(0) > 8 and head.count(0) > len(head) // 1000) or not_utf8 > len(head) // 10:
         return "binary content, not a CSV export (a spreadsheet or another file renamed .csv?)"
     return None
 
@@ -275,3 +278,36 @@ def transcode_to_utf8(path: Path, folder: Path, encoding: str) -> Path:
             out.write(decoder.decode(chunk))
         out.write(decoder.decode(b"", final=True))
     return Path(target)
+
+
+LONG_LINE_PLACEHOLDER = b"(a line too long to read stood here)"
+
+
+def replace_long_lines(path: Path, scan: FileScan, folder: Path) -> Path:
+    """A copy of `path` in which each line over the reader's limit is a one-field placeholder.
+
+    DuckDB's reader drops a line over its limit without a trace (or, over
+    its buffer, rejects a fragment of it); the placeholder is rejected as a
+    malformed line and numbered like every other, and the load reports it as
+    too long. Streamed in chunks; only files with such a line are copied.
+    """
+    handle, target = tempfile.mkstemp(prefix=TRANSCODED_PREFIX, suffix=".csv", dir=folder)
+    with open_binary(path) as source, os.fdopen(handle, "wb") as out:
+        position = 0
+        for _, start, length in scan.long_lines:
+            _copy(source, out, start - position)
+            out.write(LONG_LINE_PLACEHOLDER)
+            source.seek(start + length)  # gzip streams seek forward by reading
+            position = start + length
+        _copy(source, out, None)
+    return Path(target)
+
+
+def _copy(source, out, size: int | None) -> None:
+    while size is None or size > 0:
+        chunk = source.read(1 << 22 if size is None else min(1 << 22, size))
+        if not chunk:
+            return
+        out.write(chunk)
+        if size is not None:
+            size -= len(chunk)

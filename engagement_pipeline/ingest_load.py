@@ -23,6 +23,7 @@ from engagement_pipeline.ingest_files import (
     check_header,
     read_header,
     read_lines,
+    replace_long_lines,
     scan_file,
     shown,
     staged_columns,
@@ -143,9 +144,8 @@ def _stage_and_parse(con, path: Path, shown_path: str, header: list[str], salt: 
 def _number_lines(con, shown_path: str, scan: FileScan, rows_read: int, parser_rejects: int) -> None:
     """Step 3: row_lines and reject_lines, the physical line each row starts on; every line accounted for."""
     records = rows_read + parser_rejects
-    long_lines = [line for line, _ in scan.long_lines]
-    one_line_per_record = scan.lines is not None and scan.lines == 1 + records + len(long_lines)
-    run_sql(con, "number_lines", records=records, one_line_per_record=one_line_per_record, long_lines=long_lines)
+    one_line_per_record = scan.lines is not None and scan.lines == 1 + records
+    run_sql(con, "number_lines", records=records, one_line_per_record=one_line_per_record)
     (accounted,) = run_sql(con, "line_accounting").fetchone()
     # Blank lines hold no row (DuckDB skips them); any other shortfall is a row the reader lost.
     if scan.lines is not None and not 0 <= scan.lines - accounted <= scan.blank_lines:
@@ -176,19 +176,14 @@ def ingest_file(
     """Load one export (already scanned, its header read and checked) in one transaction."""
     result = FileResult(path=shown(path))
     source_file = shown(path)  # the path as stored: a non-UTF-8 name becomes \x.. escapes
-    readable, transcoded_path = path, None
+    copies: list[Path] = []  # files made in the scratch folder for this one: removed at the end
     try:
-        if encoding != "utf-8":  # UTF-16: DuckDB reads UTF-8 only
-            readable = transcoded_path = transcode_to_utf8(path, scratch, encoding)
-            scan = scan_file(readable, MAX_LINE_BYTES, sha256=scan.sha256)
-        elif os.fsencode(str(path)) != str(path).encode("utf-8", errors="ignore"):
-            readable = _utf8_named_link(path, scratch)  # DuckDB takes UTF-8 paths only
+        readable, scan = _readable(path, encoding, scan, scratch, copies)
         # Staging and parsing work in temp tables; only the inserts need the transaction.
         rows_read, parser_rejects, invalid_encoding = _stage_and_parse(con, readable, source_file, header, salt)
         if invalid_encoding:
-            readable = transcoded_path = transcode_to_utf8(path, scratch, encoding)
             result.transcoded = True
-            scan = scan_file(readable, MAX_LINE_BYTES, sha256=scan.sha256)
+            readable, scan = _readable(path, encoding, scan, scratch, copies, transcode=True)
             rows_read, parser_rejects, _ = _stage_and_parse(con, readable, source_file, header, salt)
         _number_lines(con, source_file, scan, rows_read, parser_rejects)
         reject_line_numbers, reject_line_texts = _raw_lines(con, readable)
@@ -204,8 +199,8 @@ def ingest_file(
             header_fields=len(header),
             reject_line_numbers=reject_line_numbers,
             reject_line_texts=reject_line_texts,
-            long_lines=[line for line, _ in scan.long_lines],
-            long_line_bytes=[size for _, size in scan.long_lines],
+            long_lines=[line for line, _, _ in scan.long_lines],
+            long_line_bytes=[size for _, _, size in scan.long_lines],
             max_line_bytes=MAX_LINE_BYTES,
         )
         value_rejects, result.rows_rejected, top_reasons = run_sql(con, "file_counts").fetchone()
@@ -234,11 +229,28 @@ def ingest_file(
         raise
     finally:
         run_sql(con, "drop_staging")
-        if transcoded_path is not None:
-            transcoded_path.unlink(missing_ok=True)
-        if readable != path and readable.is_symlink():
-            readable.unlink(missing_ok=True)
+        for copy in copies:
+            copy.unlink(missing_ok=True)
     return result
+
+
+def _readable(
+    path: Path, encoding: str, scan: FileScan, scratch: Path, copies: list[Path], transcode: bool = False
+) -> tuple[Path, FileScan]:
+    """The file DuckDB reads for `path`, and its scan: the file itself unless it must be transcoded
+    (UTF-16, or bytes that are not UTF-8), has lines over the reader's limit, or a non-UTF-8 name."""
+    readable = path
+    if transcode or encoding != "utf-8":  # DuckDB reads UTF-8 only
+        readable = transcode_to_utf8(path, scratch, encoding)
+        copies.append(readable)
+        scan = scan_file(readable, MAX_LINE_BYTES, sha256=scan.sha256)
+    if scan.long_lines:
+        readable = replace_long_lines(readable, scan, scratch)
+        copies.append(readable)
+    if readable == path and os.fsencode(str(path)) != str(path).encode("utf-8", errors="ignore"):
+        readable = _utf8_named_link(path, scratch)  # DuckDB takes UTF-8 paths only
+        copies.append(readable)
+    return readable, scan
 
 
 def _utf8_named_link(path: Path, scratch: Path) -> Path:

@@ -9,7 +9,8 @@
 --                                     the physical lines of the parser's rejects, as read
 --                                     from the file by the load (not DuckDB's csv_line)
 --   getvariable('long_lines'), getvariable('long_line_bytes')
---                                     lines over the reader's limit and their sizes
+--                                     lines over the reader's limit and their sizes (in the
+--                                     file read, each was replaced by a one-field placeholder)
 --   getvariable('max_line_bytes'), getvariable('salt')
 
 -- A value that may be a volunteer's name or IP is withheld wherever it
@@ -78,8 +79,17 @@ union all
 select
     getvariable('source_file') as source_file,
     e.raw_line as line_number,
-    'malformed CSV: ' || e.error_type || ': ' || e.error_message as reason,
     case
+        when list_contains(getvariable('long_lines')::bigint[], e.raw_line)
+            then
+                'line too long: '
+                || (getvariable('long_line_bytes')::bigint[])[list_position(getvariable('long_lines')::bigint[], e.raw_line)]
+                || ' bytes, over the ' || getvariable('max_line_bytes') || ' a row may have; '
+                || 'shorten the row (its annotations or subject_data?) and run the ingest again'
+        else 'malformed CSV: ' || e.error_type || ': ' || e.error_message
+    end as reason,
+    case
+        when list_contains(getvariable('long_lines')::bigint[], e.raw_line) then '(withheld: too long to keep)'
         when e.field_count = getvariable('header_fields') or (getvariable('ip_position') = 0 and getvariable('name_position') = 0)
             then e.aligned_text
         else
@@ -123,20 +133,4 @@ from (
         ) as read_lines on reject_lines.raw_line = read_lines.raw_line
     ) as reject_fields
     group by reject_fields.raw_line, reject_fields.error_type, reject_fields.error_message
-) as e
-
-union all
-
--- Lines longer than the reader's limit: DuckDB drops them, the scan finds them.
-select
-    getvariable('source_file') as source_file,
-    long_lines.line_number,
-    'line too long: ' || long_lines.line_bytes || ' bytes, over the ' || getvariable('max_line_bytes')
-    || ' a row may have; shorten the row (its annotations or subject_data?) and run the ingest again' as reason,
-    '(withheld: too long to keep)' as raw_text,
-    now() as rejected_at
-from (
-    select
-        unnest(getvariable('long_lines'))::bigint as line_number,
-        unnest(getvariable('long_line_bytes'))::bigint as line_bytes
-) as long_lines;
+) as e;

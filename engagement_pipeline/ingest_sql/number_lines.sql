@@ -4,12 +4,12 @@
 -- Parameters:
 --   getvariable('records')              data records DuckDB saw (rows read + parser rejects)
 --   getvariable('one_line_per_record')  true when the newline count shows no quoted newlines
---   getvariable('long_lines')           physical lines the scan found over the reader's limit
--- DuckDB numbers records, not lines, and skips the records it rejects and the
--- lines over its limit; a row's line is its record number, plus the newlines
--- quoted inside the rows before it, plus the long lines before it. With one
--- line per record (the usual case) the newline count is a constant zero and
--- the file is not read again.
+-- DuckDB numbers records, not lines, and skips the records it rejects; a
+-- row's line is its record number plus the newlines quoted inside the rows
+-- before it. With one line per record (the usual case) the newline count is
+-- a constant zero and the file is not read again. (Lines over the reader's
+-- limit were replaced by a one-field placeholder line before the read, so
+-- DuckDB rejects and numbers them like any other bad line.)
 create or replace temp table row_newlines as
 select
     coalesce(
@@ -35,65 +35,28 @@ free_record_lines as (
         row_number() over (order by record_numbers.record_line) - 1 as idx
     from range(2, getvariable('records') + 2) as record_numbers (record_line)
     where record_numbers.record_line not in (select parser_rejects.line from parser_rejects)
-),
-
-numbered as (
-    select
-        accepted.idx,
-        free_record_lines.record_line,
-        accepted.quoted_newlines,
-        free_record_lines.record_line
-        + coalesce(
-            sum(accepted.quoted_newlines) over (
-                order by accepted.idx rows between unbounded preceding and 1 preceding
-            ),
-            0
-        ) as line_without_long_lines
-    from accepted
-    inner join free_record_lines on accepted.idx = free_record_lines.idx
-),
-
--- Where each long line would sit in the numbering without long lines.
-long_line_positions as (
-    select long_lines.long_line - (row_number() over (order by long_lines.long_line) - 1) as long_position
-    from (select unnest(getvariable('long_lines'))::bigint as long_line) as long_lines
 )
 
 select
-    numbered.idx,
-    numbered.record_line,
-    numbered.quoted_newlines,
-    numbered.line_without_long_lines
-    + case
-        when len(getvariable('long_lines')) = 0 then 0
-        else (
-            select count(*) from long_line_positions
-            where long_line_positions.long_position <= numbered.line_without_long_lines
-        )
-    end as raw_line
-from numbered;
+    accepted.idx,
+    free_record_lines.record_line,
+    accepted.quoted_newlines,
+    free_record_lines.record_line
+    + coalesce(
+        sum(accepted.quoted_newlines) over (
+            order by accepted.idx rows between unbounded preceding and 1 preceding
+        ),
+        0
+    ) as raw_line
+from accepted
+inner join free_record_lines on accepted.idx = free_record_lines.idx;
 
 create or replace temp table reject_lines as
-with positioned as (
-    select
-        parser_rejects.line as record_line,
-        parser_rejects.line + coalesce((
-            select sum(row_lines.quoted_newlines)
-            from row_lines
-            where row_lines.record_line < parser_rejects.line
-        ), 0) as line_without_long_lines
-    from (select distinct ingest_rejects.line from ingest_rejects) as parser_rejects
-),
-
-long_line_positions as (
-    select long_lines.long_line - (row_number() over (order by long_lines.long_line) - 1) as long_position
-    from (select unnest(getvariable('long_lines'))::bigint as long_line) as long_lines
-)
-
 select
-    positioned.record_line,
-    positioned.line_without_long_lines + (
-        select count(*) from long_line_positions
-        where long_line_positions.long_position <= positioned.line_without_long_lines
-    ) as raw_line
-from positioned;
+    parser_rejects.line as record_line,
+    parser_rejects.line + coalesce((
+        select sum(row_lines.quoted_newlines)
+        from row_lines
+        where row_lines.record_line < parser_rejects.line
+    ), 0) as raw_line
+from (select distinct ingest_rejects.line from ingest_rejects) as parser_rejects;
