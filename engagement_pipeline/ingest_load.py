@@ -48,6 +48,7 @@ class FileResult:
     rows_duplicate: int = 0
     rows_rejected: int = 0
     transcoded: bool = False
+    top_reasons: list[str] = field(default_factory=list)  # the commonest reasons its rows were rejected
 
 
 @dataclass
@@ -175,54 +176,20 @@ def ingest_file(
 ) -> FileResult:
     """Load one export (already scanned, its header read and checked) in one transaction."""
     result = FileResult(path=shown(path))
-    source_file = shown(path)  # the path as stored: a non-UTF-8 name becomes \x.. escapes
     copies: list[Path] = []  # files made in the scratch folder for this one: removed at the end
     try:
+        # Staging, parsing and numbering work in temp tables; only the inserts need the transaction.
         readable, scan = _readable(path, encoding, scan, scratch, copies)
-        # Staging and parsing work in temp tables; only the inserts need the transaction.
-        rows_read, parser_rejects, invalid_encoding = _stage_and_parse(con, readable, source_file, header, salt)
+        rows_read, parser_rejects, invalid_encoding = _stage_and_parse(con, readable, result.path, header, salt)
         if invalid_encoding:
             result.transcoded = True
             readable, scan = _readable(path, encoding, scan, scratch, copies, transcode=True)
-            rows_read, parser_rejects, _ = _stage_and_parse(con, readable, source_file, header, salt)
-        _number_lines(con, source_file, scan, rows_read, parser_rejects)
-        reject_line_numbers, reject_line_texts = _raw_lines(con, readable)
-
+            rows_read, parser_rejects, _ = _stage_and_parse(con, readable, result.path, header, salt)
+        _number_lines(con, result.path, scan, rows_read, parser_rejects)
         con.execute("begin transaction")
-        (result.rows_inserted,) = run_sql(con, "insert_classifications", source_file=source_file).fetchone()
-        run_sql(
-            con,
-            "insert_rejected_rows",
-            source_file=source_file,
-            ip_position=header.index("user_ip") + 1 if "user_ip" in header else 0,
-            name_position=header.index("user_name") + 1 if "user_name" in header else 0,
-            header_fields=len(header),
-            reject_line_numbers=reject_line_numbers,
-            reject_line_texts=reject_line_texts,
-            long_lines=[line for line, _, _ in scan.long_lines],
-            long_line_bytes=[size for _, _, size in scan.long_lines],
-            max_line_bytes=MAX_LINE_BYTES,
-        )
-        value_rejects, result.rows_rejected, top_reasons = run_sql(con, "file_counts").fetchone()
-        result.rows_duplicate = rows_read - result.rows_inserted - value_rejects
-        result.rows_read = rows_read + result.rows_rejected - value_rejects
-        if result.rows_read and result.rows_rejected / result.rows_read > max_rejected_share:
-            raise ExportFormatError(
-                f"{source_file}: {result.rows_rejected:,} of its {result.rows_read:,} rows cannot be used, more than "
-                f"the {max_rejected_share:.0%} a file may have (max_file_rejected_share); nothing loaded from it. "
-                f"Commonest reasons: {'; '.join(top_reasons)}. Fix or remove the file and run the ingest again."
-            )
-        run_sql(
-            con,
-            "record_file",
-            sha256=scan.sha256,
-            source_file=source_file,
-            bytes=path.stat().st_size,
-            rows_read=result.rows_read,
-            rows_inserted=result.rows_inserted,
-            rows_duplicate=result.rows_duplicate,
-            rows_rejected=result.rows_rejected,
-        )
+        _insert(con, result, readable, header, scan, rows_read)
+        _refuse_if_mostly_rejected(result, max_rejected_share)
+        _record(con, result, path, scan)
         con.execute("commit")
     except BaseException:
         _rollback_if_open(con)
@@ -232,6 +199,54 @@ def ingest_file(
         for copy in copies:
             copy.unlink(missing_ok=True)
     return result
+
+
+def _insert(con, result: FileResult, readable: Path, header: list[str], scan: FileScan, rows_read: int) -> None:
+    """Step 4: the usable rows into classifications, the others into rejected_rows; counts into `result`."""
+    (result.rows_inserted,) = run_sql(con, "insert_classifications", source_file=result.path).fetchone()
+    reject_line_numbers, reject_line_texts = _raw_lines(con, readable)
+    run_sql(
+        con,
+        "insert_rejected_rows",
+        source_file=result.path,
+        ip_position=header.index("user_ip") + 1 if "user_ip" in header else 0,
+        name_position=header.index("user_name") + 1 if "user_name" in header else 0,
+        header_fields=len(header),
+        reject_line_numbers=reject_line_numbers,
+        reject_line_texts=reject_line_texts,
+        long_lines=[line for line, _, _ in scan.long_lines],
+        long_line_bytes=[size for _, _, size in scan.long_lines],
+        max_line_bytes=MAX_LINE_BYTES,
+    )
+    value_rejects, result.rows_rejected, result.top_reasons = run_sql(
+        con, "file_counts", source_file=result.path
+    ).fetchone()
+    result.rows_duplicate = rows_read - result.rows_inserted - value_rejects
+    result.rows_read = rows_read + result.rows_rejected - value_rejects
+
+
+def _refuse_if_mostly_rejected(result: FileResult, max_rejected_share: float) -> None:
+    if result.rows_read and result.rows_rejected / result.rows_read > max_rejected_share:
+        raise ExportFormatError(
+            f"{result.path}: {result.rows_rejected:,} of its {result.rows_read:,} rows cannot be used, more than "
+            f"the {max_rejected_share:.0%} a file may have (max_file_rejected_share); nothing loaded from it. "
+            f"Commonest reasons: {'; '.join(result.top_reasons)}. Fix or remove the file and run the ingest again."
+        )
+
+
+def _record(con, result: FileResult, path: Path, scan: FileScan) -> None:
+    """Step 5: the file's content as loaded, so a rerun skips it."""
+    run_sql(
+        con,
+        "record_file",
+        sha256=scan.sha256,
+        source_file=result.path,
+        bytes=path.stat().st_size,
+        rows_read=result.rows_read,
+        rows_inserted=result.rows_inserted,
+        rows_duplicate=result.rows_duplicate,
+        rows_rejected=result.rows_rejected,
+    )
 
 
 def _readable(
