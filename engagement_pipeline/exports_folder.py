@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-SQL = Path(__file__).parent / "ingest_sql" / "exports_folder.sql"
+from engagement_pipeline.ingest_load import run_sql
 
 
 class MixedExportsError(RuntimeError):
@@ -22,23 +22,20 @@ class MixedExportsError(RuntimeError):
 
 def check_exports_folder(con, folder: Path, files: list[Path], home: Path) -> None:
     """Record `folder` on the first ingest; raise MixedExportsError when the warehouse holds another folder's rows."""
-    con.execute(SQL.read_text())
-    recorded = con.execute("select folder from exports_folder").fetchone()
-    if recorded is None:
-        con.execute("insert into exports_folder values (?, now())", [str(folder)])
+    recorded, stored = run_sql(con, "exports_folder").fetchone()
+    if recorded is None or Path(recorded) == folder:
+        if recorded is None:
+            run_sql(con, "record_exports_folder", folder=str(folder))
         return
-    if Path(recorded[0]) == folder:
-        return
-    (stored,) = con.execute("select count(*) from classifications").fetchone()
     if stored == 0:  # nothing of the old folder's is kept: this home is free to follow the new one
-        con.execute("update exports_folder set folder = ?, recorded_at = now()", [str(folder)])
+        run_sql(con, "record_exports_folder", folder=str(folder))
         return
     shown = ", ".join(path.name for path in files[:3]) + (f" and {len(files) - 3} more" if len(files) > 3 else "")
     raise MixedExportsError(
         f"{folder} is not the exports folder of this home: {home} holds {stored:,} classifications from "
-        f"{recorded[0]}, and ingesting {shown} would mix two sets of volunteers into one model. Nothing was "
+        f"{recorded}, and ingesting {shown} would mix two sets of volunteers into one model. Nothing was "
         f"ingested. Give each exports folder a home of its own, e.g.\n"
         f"    ENGAGEMENT_HOME={folder.parent / ('.engagement-' + folder.name)} engagement run --exports {folder}\n"
-        f"(or, if {folder} is the same project moved, put the files back under {recorded[0]}, "
+        f"(or, if {folder} is the same project moved, put the files back under {recorded}, "
         f"or start this home afresh by removing {home})."
     )

@@ -85,6 +85,10 @@ NOT_EXPORTS = {
         r"missing column\(s\) classification_id, created_at, user_id or user_name",
     ),
     "zip renamed .csv": (zipped(good_csv()), r"binary content \(a zip"),
+    "gzip named .csv": (
+        gzip.compress(good_csv()),
+        r"gzip-compressed, in a file named \.csv\): rename it to end in \.csv\.gz",
+    ),
     "semicolon delimiter": (good_csv().replace(b",", b";"), r"is the delimiter not a comma"),
     "tab delimiter": (good_csv().replace(b",", b"\t"), r"is the delimiter not a comma"),
 }
@@ -153,6 +157,23 @@ def with_ten_megabyte_field() -> bytes:
     return csv_text(HEADER, rows).encode()
 
 
+def with_forty_megabyte_row() -> bytes:
+    rows = rows_with({1: {"annotations": json.dumps([{"task": "T0", "value": "x" * (40 * 1024 * 1024)}])}})
+    return csv_text(HEADER, rows).encode()
+
+
+def with_one_nul_byte() -> bytes:
+    return csv_text(HEADER, rows_with({2: {"workflow_name": "Initial\x00Workflow"}})).encode()
+
+
+def in_utf16() -> bytes:
+    return good_csv(5).decode().encode("utf-16")
+
+
+def with_blank_lines_at_the_end() -> bytes:
+    return good_csv(5) + b"\n\n"
+
+
 LOADS = {
     # name: (file bytes, ids loaded -> their line, rejected (line, reason prefix))
     "truncated last line inside a quoted field": (
@@ -175,6 +196,12 @@ LOADS = {
     ),
     "UTF-8 byte order mark": (with_byte_order_mark, {i: n + 2 for n, i in enumerate(IDS[:5])}, []),
     "a 10 MB field": (with_ten_megabyte_field, {IDS[0]: 2, IDS[1]: 3, IDS[2]: 4, IDS[3]: 5, IDS[4]: 6}, []),
+    # issue 16, point 2: a row over the reader's 16 MB limit is rejected at its line, the next rows keep theirs
+    "a 40 MB row": (with_forty_megabyte_row, {IDS[0]: 2, IDS[2]: 4, IDS[3]: 5, IDS[4]: 6}, [(3, "line too long")]),
+    # issue 16, point 8: one NUL byte does not make a file binary; UTF-16 is read as such
+    "one NUL byte": (with_one_nul_byte, {i: n + 2 for n, i in enumerate(IDS[:5])}, []),
+    "UTF-16 with a byte order mark": (in_utf16, {i: n + 2 for n, i in enumerate(IDS[:5])}, []),
+    "blank lines at the end": (with_blank_lines_at_the_end, {i: n + 2 for n, i in enumerate(IDS[:5])}, []),
 }
 
 
@@ -456,3 +483,139 @@ def test_a_lone_carriage_return_in_a_field_refuses_the_file_clearly(warehouse, e
     with pytest.raises(ExportFormatError, match=r"lone-cr\.csv: cannot be parsed as CSV, nothing loaded from it"):
         run_ingest(warehouse, exports_dir)
     assert query(warehouse, "select count(*) from classifications") == [(2153,)]
+
+
+# ----------------------------------------------------------------------------- faults found by attack (issue 16)
+
+
+def test_a_single_200_megabyte_line_stops_the_ingest_instead_of_loading_nothing(warehouse, exports_dir):
+    """Point 2: a 200 MB one-row file was "ingested with 0 rows"; now its row is rejected, so the file fails."""
+    (exports_dir / "a-valid.csv").write_bytes(good_csv(3))
+    row = list(ROWS[0])
+    row[COLUMN["annotations"]] = "z" * (200 * 1024 * 1024)
+    (exports_dir / "b-huge.csv").write_text(csv_text(HEADER, [row]))
+    with pytest.raises(
+        ExportFormatError, match=r"b-huge\.csv: 1 of its 1 rows cannot be used.*line too long \(1 rows\)"
+    ):
+        run_ingest(warehouse, exports_dir)
+    assert query(warehouse, "select parse_filename(source_file), count(*) from classifications group by all") == [
+        ("a-valid.csv", 3)
+    ]
+    assert query(warehouse, "select count(*) from ingested_files where source_file like '%b-huge%'") == [(0,)]
+    assert query(warehouse, "select count(*) from rejected_rows") == [(0,)]
+
+
+def test_a_column_shifted_row_leaks_no_user_ip_or_user_name(warehouse, exports_dir):
+    """Point 3: one field missing and an empty one appended: the field count matches, the values shift."""
+    rows = [list(r) for r in ROWS[:6]]
+    name, ip = rows[1][COLUMN["user_name"]], rows[1][COLUMN["user_ip"]]
+    rows[1] = rows[1][1:] + [""]  # classification_id missing: user_name stands in its column, user_ip in user_id's
+    loner = list(ROWS[7])
+    loner[COLUMN["user_name"]], loner[COLUMN["user_ip"]] = "tidal.quail519", "10.20.30.40"
+    rows.append(loner[: COLUMN["user_id"]] + loner[COLUMN["user_id"] + 1 :] + [""])  # user_id missing
+    rows.append(loner[: COLUMN["workflow_id"]] + loner[COLUMN["workflow_id"] + 1 :] + ["x"])  # workflow_id missing
+    (exports_dir / "shifted.csv").write_text(csv_text(HEADER, rows))
+    run_ingest(warehouse, exports_dir)
+
+    assert [line for (line,) in query(warehouse, "select line_number from rejected_rows order by 1")] == [3, 8, 9]
+    everything = " ".join(str(r) for r in query(warehouse, "select * from rejected_rows"))
+    assert name not in everything and ip not in everything
+    assert "tidal.quail519" not in everything and "10.20.30.40" not in everything
+    assert query(warehouse, "select count(*) from classifications") == [(5,)]
+
+
+def test_latin1_names_that_differ_in_one_byte_stay_two_volunteers(warehouse, exports_dir):
+    """Point 5: José and Josà (Müller and Möller) became one key when bytes were replaced by U+FFFD."""
+    names = ["José", "Josà", "Müller", "Möller", "plain"]
+    rows = [[str(100 + i), name, "2017-01-06 20:36:55 UTC"] for i, name in enumerate(names)]
+    (exports_dir / "latin1.csv").write_bytes(
+        csv_text(["classification_id", "user_name", "created_at"], rows).encode("latin-1")
+    )
+    run_ingest(warehouse, exports_dir)
+    keys = dict(query(warehouse, "select classification_id, user_key from classifications"))
+    assert len(set(keys.values())) == 5
+    # A UTF-8 file's keys do not change: the same names in UTF-8 give the same keys.
+    salt = ingest.load_salt(project_resources()["storage"].salt_file)
+    expected = {100 + i: "h:" + hashlib.sha256((salt + n).encode()).hexdigest()[:24] for i, n in enumerate(names)}
+    assert keys == expected
+
+
+def test_a_file_whose_rows_are_almost_all_unusable_stops_the_ingest(warehouse, exports_dir):
+    """Point 6: 1,000 rows with dates in another format passed with exit 0; now the file stops the ingest."""
+    copy_real_exports(exports_dir)
+    run_ingest(warehouse, exports_dir)
+    rows = []
+    for i in range(1000):
+        row = list(ROWS[i % len(ROWS)])
+        row[COLUMN["classification_id"]] = str(10**9 + i)
+        row[COLUMN["created_at"]] = "06.01.2017 20:36"
+        rows.append(row)
+    (exports_dir / "other-dates.csv").write_text(csv_text(HEADER, rows))
+    with pytest.raises(ExportFormatError) as error:
+        run_ingest(warehouse, exports_dir)
+    message = str(error.value)
+    assert "other-dates.csv: 1,000 of its 1,000 rows cannot be used" in message
+    assert "unparseable created_at (1000 rows)" in message and "Fix or remove the file" in message
+    assert query(warehouse, "select count(*) from classifications") == [(2153,)]
+    assert query(warehouse, "select count(*) from rejected_rows") == [(0,)]
+    assert query(warehouse, "select count(*) from ingested_files where source_file like '%other-dates%'") == [(0,)]
+
+
+def test_the_raw_text_of_a_malformed_row_is_the_line_at_its_number(warehouse, exports_dir):
+    """Point 7: raw_text is read from the file at line_number (after quoted newlines and a too-long line)."""
+    rows = rows_with({1: {"annotations": "one\ntwo\nthree"}, 3: {"annotations": "q" * (17 * 1024 * 1024)}}, n=8)
+
+    def malformed_line(classification_id: int) -> str:  # 14 fields, a quote then text: DuckDB's UNQUOTED VALUE
+        return f'{classification_id},,77,,2276,"Initial"Workflow,463.55,2017-01-06 20:36:55 UTC,,,,,,1\n'
+
+    text = csv_text(HEADER, rows[:5]) + malformed_line(IDS[5] + 1)
+    text += csv_text(HEADER, rows[5:]).split("\n", 1)[1] + malformed_line(IDS[6] + 1)
+    (exports_dir / "malformed.csv").write_text(text)
+    run_ingest(warehouse, exports_dir)
+    lines = text.split("\n")
+    got = query(warehouse, "select line_number, reason, raw_text from rejected_rows order by line_number")
+    malformed = [(line, raw) for line, reason, raw in got if reason.startswith("malformed CSV")]
+    assert [line for line, _ in malformed] == [9, 13]
+    for line, raw in malformed:
+        assert raw == lines[line - 1]
+    stored = dict(query(warehouse, "select classification_id, source_line from classifications"))
+    assert stored == {IDS[0]: 2, IDS[1]: 3, IDS[2]: 6, IDS[4]: 8, IDS[5]: 10, IDS[6]: 11, IDS[7]: 12}
+
+
+def test_ids_that_are_not_plain_decimal_integers_are_rejected(warehouse, exports_dir):
+    """Point 8: 0x10, 1e9 and 640_000_024 were read as numbers; a Panoptes id is a plain decimal integer."""
+    texts = ["0x10", "1e9", "640_000_024", "+12", "-5", "12.0", "3000000000000000000000"]
+    rows = [list(ROWS[0]) for _ in range(len(texts) + 20)]
+    for i, row in enumerate(rows):
+        row[COLUMN["classification_id"]] = texts[i] if i < len(texts) else str(5000 + i)
+    (exports_dir / "ids.csv").write_text(csv_text(HEADER, rows))
+    run_ingest(warehouse, exports_dir)
+    got = query(warehouse, "select line_number, reason from rejected_rows order by 1")
+    assert [line for line, _ in got] == [i + 2 for i in range(len(texts))]
+    assert all(reason.startswith("missing or non-numeric classification_id") for _, reason in got)
+    assert query(warehouse, "select min(classification_id), count(*) from classifications") == [(5000 + len(texts), 20)]
+
+
+def test_a_file_name_that_is_not_utf8_loads_and_blocks_nothing(warehouse, exports_dir):
+    """Point 8: a non-UTF-8 name was reported as a CSV problem and stopped the files after it."""
+    import os
+
+    strange = Path(os.fsdecode(bytes(exports_dir) + b"/caf\xe9-export.csv"))
+    strange.write_bytes(good_csv(3))
+    header, rows = read_rows(MICHIGAN_EXPORT)
+    (exports_dir / "z-after.csv").write_text(csv_text(header, rows[10:14]))
+    report = run_ingest(warehouse, exports_dir)
+    assert [f.rows_inserted for f in report.files] == [3, 4]
+    # Stored with the undecodable byte as \\xe9, so the path can be printed and searched for.
+    names = {Path(name).name for (name,) in query(warehouse, "select distinct source_file from classifications")}
+    assert names == {"caf\\xe9-export.csv", "z-after.csv"}
+    assert run_ingest(warehouse, exports_dir).files_skipped == 2
+
+
+def test_an_io_error_names_the_file(warehouse, exports_dir):
+    """Point 8: an I/O error gave an OSError without the file name. /proc/self/mem reads fail with EIO."""
+    (exports_dir / "a-valid.csv").write_bytes(good_csv(3))
+    (exports_dir / "b-unreadable.csv").symlink_to("/proc/self/mem")
+    with pytest.raises(ExportFormatError, match=r"b-unreadable\.csv: cannot be read \(.*\); check the disk"):
+        run_ingest(warehouse, exports_dir)
+    assert query(warehouse, "select count(*) from classifications") == [(0,)]

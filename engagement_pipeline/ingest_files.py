@@ -1,0 +1,313 @@
+"""Reading export files before DuckDB does: finding them, their digest, their header.
+
+Everything here looks at a file's bytes only; nothing touches the warehouse.
+"""
+
+import codecs
+import csv
+import gzip
+import hashlib
+import os
+import tempfile
+import zlib
+from dataclasses import dataclass
+from pathlib import Path
+
+PANOPTES_COLUMNS = (
+    "classification_id", "user_name", "user_id", "user_ip", "workflow_id", "workflow_name",
+    "workflow_version", "created_at", "gold_standard", "expert", "metadata", "annotations",
+    "subject_data", "subject_ids",
+)  # fmt: skip
+TRANSCODED_PREFIX = "transcoded-"  # UTF-8 copies of exports in the scratch folder: raw rows, user_ip included
+LINK_PREFIX = "utf8-named-"  # links with a UTF-8 name to an export whose name is not UTF-8
+
+
+class ExportFormatError(ValueError):
+    """A file that is not a Zooniverse classification export."""
+
+
+def find_exports(root: Path) -> list[Path]:
+    """Every `*.csv` and `*.csv.gz` under `root`, in a stable order."""
+    if not root.is_dir():
+        raise FileNotFoundError(f"Exports folder {root} does not exist (ENGAGEMENT_EXPORTS_DIR).")
+    return sorted(p for p in root.rglob("*") if p.is_file() and p.name.lower().endswith((".csv", ".csv.gz")))
+
+
+def open_binary(path: Path):
+    return gzip.open(path, "rb") if path.name.lower().endswith(".gz") else open(path, "rb")
+
+
+def shown(path: Path | str) -> str:
+    """A path as text that can be stored and printed: bytes of a non-UTF-8 file name as \\x.. escapes."""
+    return os.fsencode(str(path)).decode("utf-8", errors="backslashreplace")
+
+
+class LineCounter:
+    """Physical lines of a byte stream and the ones longer than a limit, fed chunk by chunk.
+
+    The limit is at least the chunk size, so only a line crossing chunks can
+    exceed it: each chunk costs a count and two searches at C speed.
+    """
+
+    def __init__(self, limit: int):
+        self.limit, self.lines, self.partial, self.blank_lines, self.offset = limit, 0, 0, 0, 0
+        self.tail = b"\n"  # the stream's last two bytes; a newline stands before the first line
+        self.long_lines: list[tuple[int, int, int]] = []  # (line number, byte offset, bytes without its newline)
+
+    def feed(self, chunk: bytes) -> None:
+        if len(chunk) > self.limit:
+            raise ValueError("chunks must not be longer than the line limit")
+        first = chunk.find(b"\n")
+        if first >= 0 and self.partial + first > self.limit:  # rare: a line DuckDB's reader would drop
+            self.long_lines.append((self.lines + 1, self.offset - self.partial, self.partial + first))
+        # Blank lines (an empty line, or a lone \r before the newline) hold no row.
+        joined = self.tail + chunk
+        if b"\n\n" in joined or b"\n\r\n" in joined:
+            self.blank_lines += _blank_lines(joined, len(self.tail))
+        self.tail = joined[-2:]
+        self.offset += len(chunk)
+        if first < 0:
+            self.partial += len(chunk)
+            return
+        self.lines += chunk.count(b"\n")
+        self.partial = len(chunk) - chunk.rfind(b"\n") - 1
+
+    def finish(self) -> None:
+        if self.partial:  # a last line without its newline
+            if self.partial > self.limit:
+                self.long_lines.append((self.lines + 1, self.offset - self.partial, self.partial))
+            self.lines += 1
+
+
+def _blank_lines(data: bytes, start: int) -> int:
+    """Empty lines (or a lone \r) in `data` whose newline lies at or after `start`."""
+    import numpy as np
+
+    array = np.frombuffer(data, dtype=np.uint8)
+    newlines = np.flatnonzero(array == 10)
+    gaps, ends = np.diff(newlines), newlines[1:]
+    blank = (gaps == 1) | ((gaps == 2) & (array[ends - 1] == 13))
+    return int(np.count_nonzero(blank & (ends >= start)))
+
+
+@dataclass(frozen=True)
+class FileScan:
+    sha256: str
+    lines: int | None  # physical lines, header included; None when a gzip cannot be read to its end
+    ends_with_newline: bool
+    long_lines: tuple[tuple[int, int, int], ...] = ()  # (line, byte offset, bytes) of lines over the reader's limit
+    blank_lines: int = 0  # empty lines: DuckDB skips them (or they are inside a quoted field)
+
+
+def scan_file(path: Path, max_line_bytes: int, sha256: str | None = None) -> FileScan:
+    """The file's sha256 (of its bytes as stored, unless given) and its physical lines.
+
+    One streaming pass; two for gzip, whose lines are counted on the
+    decompressed bytes.
+    """
+    digest = hashlib.sha256()
+    gzipped = path.name.lower().endswith(".gz")
+    counter = LineCounter(max_line_bytes)
+    try:
+        with open(path, "rb") as handle:
+            for chunk in iter(lambda: handle.read(1 << 22), b""):
+                digest.update(chunk)
+                if not gzipped:
+                    counter.feed(chunk)
+        if gzipped:
+            with gzip.open(path, "rb") as handle:
+                for chunk in iter(lambda: handle.read(1 << 22), b""):
+                    counter.feed(chunk)
+    except (gzip.BadGzipFile, EOFError, zlib.error):
+        # A truncated or corrupt gzip: the load of this file says so (other files still load).
+        return FileScan(digest.hexdigest(), None, False)
+    except OSError as error:
+        raise ExportFormatError(
+            f"{shown(path)}: cannot be read ({error.strerror or error}); check the disk and the file's permissions, "
+            "then run the ingest again (nothing of this run was stored)"
+        ) from error
+    counter.finish()
+    return FileScan(
+        sha256 or digest.hexdigest(),
+        counter.lines,
+        counter.partial == 0,
+        tuple(counter.long_lines),
+        counter.blank_lines,
+    )
+
+
+def read_lines(path: Path, wanted: list[int], limit: int) -> dict[int, bytes]:
+    """The physical lines numbered `wanted` (1 = header), each cut at `limit` bytes, without their newline."""
+    import numpy as np
+
+    wanted = sorted(set(wanted))
+    found: dict[int, bytes] = {}
+    line, next_wanted, pending = 1, 0, None  # line: the number of the line the next chunk starts in
+    with open_binary(path) as handle:
+        for chunk in iter(lambda: handle.read(1 << 22), b""):
+            newlines = np.flatnonzero(np.frombuffer(chunk, dtype=np.uint8) == 10)
+            if pending is not None:  # a wanted line that began in an earlier chunk
+                end = int(newlines[0]) if len(newlines) else len(chunk)
+                pending[1].extend(chunk[: max(0, min(end, limit - len(pending[1])))])
+                if len(newlines):
+                    found[pending[0]], pending = bytes(pending[1]), None
+            while next_wanted < len(wanted) and wanted[next_wanted] <= line + len(newlines):
+                k = wanted[next_wanted] - line  # the k-th line starting in this chunk
+                if not (k == 0 and wanted[next_wanted] in found):
+                    start = 0 if k == 0 else int(newlines[k - 1]) + 1
+                    if k < len(newlines):
+                        found[wanted[next_wanted]] = chunk[start : min(int(newlines[k]), start + limit)]
+                    else:
+                        pending = (wanted[next_wanted], bytearray(chunk[start : start + limit]))
+                next_wanted += 1
+            line += len(newlines)
+    if pending is not None:
+        found[pending[0]] = bytes(pending[1])
+    return found
+
+
+UTF16_BOMS = {codecs.BOM_UTF16_LE: "utf-16-le", codecs.BOM_UTF16_BE: "utf-16-be"}
+
+
+def detect_encoding(head: bytes) -> str:
+    """'utf-8' (with or without a BOM; other bytes are repaired later), 'utf-16-le' or 'utf-16-be'."""
+    for bom, encoding in UTF16_BOMS.items():
+        if head.startswith(bom):
+            return encoding
+    sample = head[:4096]
+    if len(sample) >= 8:  # UTF-16 without a BOM: ASCII text has a NUL in every other byte
+        if sample[1::2].count(0) > 0.9 * len(sample[1::2]) and sample[0::2].count(0) < 0.1 * len(sample[0::2]):
+            return "utf-16-le"
+        if sample[0::2].count(0) > 0.9 * len(sample[0::2]) and sample[1::2].count(0) < 0.1 * len(sample[1::2]):
+            return "utf-16-be"
+    return "utf-8"
+
+
+def _binary_kind(head: bytes) -> str | None:
+    """What a non-text file is, or None for text (one stray NUL or control byte does not make a file binary)."""
+    if head.startswith(b"PK\x03\x04"):
+        return "binary content (a zip archive renamed .csv): unzip it and put the CSV inside into the exports folder"
+    if head.startswith(b"\x1f\x8b"):
+        return "binary content (gzip-compressed, in a file named .csv): rename it to end in .csv.gz (or gunzip it)"
+    # Text may hold a stray NUL or control byte, and a Latin-1 file some bytes that are not
+    # UTF-8; a binary file has NULs throughout, or is mostly not UTF-8.
+    not_utf8 = len(head) - len(head.decode("utf-8", errors="ignore").encode("utf-8"))
+    if (head.count(0) > 8 and head.count(0) > len(head) // 1000) or not_utf8 > len(head) // 10:
+        return "binary content, not a CSV export (a spreadsheet or another file renamed .csv?)"
+    return None
+
+
+def read_header(path: Path) -> tuple[list[str], str]:
+    """The export's column names, normalized, and its encoding; raises ExportFormatError when it is no CSV export."""
+    try:
+        with open_binary(path) as handle:
+            head = handle.read(64 * 1024)
+    except (OSError, EOFError) as error:  # gzip.BadGzipFile is an OSError
+        raise ExportFormatError(
+            f"{shown(path)}: cannot be read as an export ({error}); download it again or remove it"
+        ) from None
+    encoding = detect_encoding(head)
+    text = head.decode(encoding, errors="replace").lstrip("\ufeff")
+    if not text.strip():
+        raise ExportFormatError(
+            f"{shown(path)}: the file is empty; expected a classification export with a header line "
+            "(download it again or remove it)"
+        )
+    kind = _binary_kind(head) if encoding == "utf-8" else None
+    if kind:
+        raise ExportFormatError(f"{shown(path)}: {kind}")
+    first_line = text.splitlines()[0]
+    return [name.strip().lower() for name in next(csv.reader([first_line]))], encoding
+
+
+def check_header(path: Path, header: list[str]) -> None:
+    """Raise ExportFormatError naming the file and what is missing."""
+    missing = [c for c in ("classification_id", "created_at") if c not in header]
+    if "user_id" not in header and "user_name" not in header:
+        missing.append("user_id or user_name")
+    if missing:
+        hint = ""
+        if len(header) == 1 and any(d in header[0] for d in ";\t|"):
+            hint = " (the header has one column: is the delimiter not a comma?)"
+        # Never echo the first line itself: in a file without a header it is a volunteer's row.
+        known = [c for c in header if c in PANOPTES_COLUMNS]
+        raise ExportFormatError(
+            f"{shown(path)}: not a Zooniverse classification export: missing column(s) "
+            f"{', '.join(missing)}{hint}; its first line has {len(header)} field(s), "
+            f"known export columns among them: {', '.join(known) or 'none'}. Export the classifications "
+            "(not subjects or workflows) from the project's Data Exports page, or move this file out of the folder"
+        )
+    duplicated = sorted({c for c in header if c in PANOPTES_COLUMNS and header.count(c) > 1})
+    if duplicated:
+        raise ExportFormatError(
+            f"{shown(path)}: column(s) {', '.join(duplicated)} appear more than once in the header; "
+            "remove the extra column(s) and run the ingest again"
+        )
+
+
+def staged_columns(header: list[str]) -> dict[str, str]:
+    """read_csv's `columns`: a known Panoptes column keeps its name, anything else becomes extra_<i>.
+
+    Column names from the file never reach SQL text: they travel as this
+    struct, a parameter.
+    """
+    return {(name if name in PANOPTES_COLUMNS else f"extra_{i}"): "VARCHAR" for i, name in enumerate(header)}
+
+
+def _keep_latin1(error: UnicodeDecodeError):
+    """Decode error handler: a byte that is not UTF-8 is read as Latin-1, so `José` and `Josà` stay two names."""
+    return error.object[error.start : error.end].decode("latin-1"), error.end
+
+
+codecs.register_error("engagement_latin1_fallback", _keep_latin1)
+
+
+def transcode_to_utf8(path: Path, folder: Path, encoding: str) -> Path:
+    """A UTF-8 copy of `path`, streamed in chunks.
+
+    UTF-16 is decoded as such; in a UTF-8 file every valid sequence is kept as
+    it is (so its names hash as before) and each other byte is read as Latin-1
+    (Windows exports), never replaced by U+FFFD: two names that differ in one
+    byte stay two volunteers.
+    """
+    handle, target = tempfile.mkstemp(prefix=TRANSCODED_PREFIX, suffix=".csv", dir=folder)
+    errors = "replace" if encoding.startswith("utf-16") else "engagement_latin1_fallback"
+    decoder = codecs.getincrementaldecoder(encoding)(errors=errors)
+    with open_binary(path) as source, os.fdopen(handle, "w", encoding="utf-8", newline="") as out:
+        for chunk in iter(lambda: source.read(1 << 22), b""):
+            out.write(decoder.decode(chunk))
+        out.write(decoder.decode(b"", final=True))
+    return Path(target)
+
+
+LONG_LINE_PLACEHOLDER = b"(a line too long to read stood here)"
+
+
+def replace_long_lines(path: Path, scan: FileScan, folder: Path) -> Path:
+    """A copy of `path` in which each line over the reader's limit is a one-field placeholder.
+
+    DuckDB's reader drops a line over its limit without a trace (or, over
+    its buffer, rejects a fragment of it); the placeholder is rejected as a
+    malformed line and numbered like every other, and the load reports it as
+    too long. Streamed in chunks; only files with such a line are copied.
+    """
+    handle, target = tempfile.mkstemp(prefix=TRANSCODED_PREFIX, suffix=".csv", dir=folder)
+    with open_binary(path) as source, os.fdopen(handle, "wb") as out:
+        position = 0
+        for _, start, length in scan.long_lines:
+            _copy(source, out, start - position)
+            out.write(LONG_LINE_PLACEHOLDER)
+            source.seek(start + length)  # gzip streams seek forward by reading
+            position = start + length
+        _copy(source, out, None)
+    return Path(target)
+
+
+def _copy(source, out, size: int | None) -> None:
+    while size is None or size > 0:
+        chunk = source.read(1 << 22 if size is None else min(1 << 22, size))
+        if not chunk:
+            return
+        out.write(chunk)
+        if size is not None:
+            size -= len(chunk)

@@ -1,0 +1,322 @@
+"""Loading export files into the warehouse: one file, one transaction.
+
+`ingest_file` takes its steps in order, each one SQL file in `ingest_sql/`:
+stage (read the CSV as text), number lines (the physical line of each row),
+parse (type, hash and judge each row), insert (classifications and
+rejected_rows), record (ingested_files). Parameters reach the SQL one way
+only: DuckDB variables (`set variable name = ?`, read with `getvariable`).
+"""
+
+import functools
+import hashlib
+import os
+import secrets
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from engagement_pipeline.ingest_files import (
+    LINK_PREFIX,
+    TRANSCODED_PREFIX,
+    ExportFormatError,
+    FileScan,
+    check_header,
+    read_header,
+    read_lines,
+    replace_long_lines,
+    scan_file,
+    shown,
+    staged_columns,
+    transcode_to_utf8,
+)
+
+SQL_DIR = Path(__file__).parent / "ingest_sql"
+MAX_LINE_BYTES = 16 * 1024 * 1024  # one row may be large (10 MB annotations happen); longer ones are rejected
+CSV_BUFFER_BYTES = 2 * MAX_LINE_BYTES  # DuckDB's read buffer; its default (16 x max_line_size) would be 256 MB
+# A file of which more than this share of rows cannot be used stops the ingest
+# (nothing of it stored): it is most likely not what it seems (dates in another
+# format, another table's export). The asset's run config can change it.
+MAX_FILE_REJECTED_SHARE = 0.9
+
+
+@dataclass
+class FileResult:
+    path: str
+    skipped: bool = False
+    rows_read: int = 0
+    rows_inserted: int = 0
+    rows_duplicate: int = 0
+    rows_rejected: int = 0
+    transcoded: bool = False
+    top_reasons: list[str] = field(default_factory=list)  # the commonest reasons its rows were rejected
+
+
+@dataclass
+class IngestReport:
+    files: list[FileResult] = field(default_factory=list)
+
+    @property
+    def files_read(self) -> int:
+        return sum(not f.skipped for f in self.files)
+
+    @property
+    def files_skipped(self) -> int:
+        return sum(f.skipped for f in self.files)
+
+    def total(self, attribute: str) -> int:
+        return sum(getattr(f, attribute) for f in self.files)
+
+
+@functools.cache
+def sql_text(name: str) -> str:
+    return (SQL_DIR / f"{name}.sql").read_text()
+
+
+def run_sql(con, name: str, **variables):
+    """Set each keyword as a DuckDB variable, then run ingest_sql/<name>.sql; returns DuckDB's result."""
+    for variable, value in variables.items():  # our own keyword names, never text from a file
+        con.execute(f"set variable {variable} = ?", [value])
+    return con.execute(sql_text(name))
+
+
+def load_salt(salt_file: Path) -> str:
+    """The salt for hashing user names: created once, kept out of the repo, never logged.
+
+    Written whole to a private temporary file and linked into place, so two
+    processes starting at once agree on one salt and a crash never leaves an
+    empty one (which would make the hash unsalted).
+    """
+    if not salt_file.exists():
+        salt_file.parent.mkdir(parents=True, exist_ok=True)
+        handle, temporary = tempfile.mkstemp(dir=salt_file.parent, prefix=".salt-")  # mode 0600
+        try:
+            with os.fdopen(handle, "w") as out:
+                out.write(secrets.token_hex(32))
+                out.flush()
+                os.fsync(out.fileno())
+            os.link(temporary, salt_file)  # fails if another process linked its salt first: keep that one
+        except FileExistsError:
+            pass
+        finally:
+            os.unlink(temporary)
+    salt = salt_file.read_text().strip()
+    if len(salt) != 64 or any(c not in "0123456789abcdef" for c in salt):
+        raise ValueError(f"{salt_file} is not a salt written by this project (64 hex digits); restore it from a backup")
+    return salt
+
+
+def ensure_schema(con) -> None:
+    run_sql(con, "schema")
+
+
+# --------------------------------------------------------------------------- the steps of one file
+
+
+def _stage_and_parse(con, path: Path, shown_path: str, header: list[str], salt: str) -> tuple[int, int, int]:
+    """Steps 1 and 2: csv_rows (a view of the file), parsed_rows; returns (rows read, parser rejects, invalid UTF-8)."""
+    import duckdb
+
+    run_sql(
+        con,
+        "stage_csv",
+        csv_path=str(path),
+        csv_columns=staged_columns(header),
+        max_line_bytes=MAX_LINE_BYTES,
+        buffer_bytes=CSV_BUFFER_BYTES,
+    )
+    try:
+        run_sql(con, "parse_rows", salt=salt)
+    except (duckdb.IOException, OSError, EOFError) as error:
+        # A truncated or corrupt gzip, a file that vanished or cannot be read: nothing was written yet.
+        raise ExportFormatError(
+            f"{shown_path}: cannot be read to its end, nothing loaded from it: {str(error).splitlines()[0]}. "
+            "Download it again (a .gz must be complete) and run the ingest again."
+        ) from error
+    except duckdb.InvalidInputException as error:
+        # DuckDB's CSV reader gave up on the file as a whole (not a row it could reject): nothing was written yet.
+        first_line = str(error).splitlines()[0]
+        raise ExportFormatError(
+            f"{shown_path}: cannot be parsed as CSV, nothing loaded from it: {first_line}. "
+            "Re-export it from Zooniverse, or repair the line named (a lone carriage return in a field?)."
+        ) from error
+    return run_sql(con, "staged_counts").fetchone()
+
+
+def _number_lines(con, shown_path: str, scan: FileScan, rows_read: int, parser_rejects: int) -> None:
+    """Step 3: row_lines and reject_lines, the physical line each row starts on; every line accounted for."""
+    records = rows_read + parser_rejects
+    one_line_per_record = scan.lines is not None and scan.lines == 1 + records
+    run_sql(con, "number_lines", records=records, one_line_per_record=one_line_per_record)
+    (accounted,) = run_sql(con, "line_accounting").fetchone()
+    # Blank lines hold no row (DuckDB skips them); any other shortfall is a row the reader lost.
+    if scan.lines is not None and not 0 <= scan.lines - accounted <= scan.blank_lines:
+        raise ExportFormatError(
+            f"{shown_path}: {scan.lines - accounted} of its {scan.lines} lines could not be matched to a row "
+            f"(a row over {MAX_LINE_BYTES // 2**20} MB that spans several lines?); nothing loaded from it. "
+            "Shorten or remove that row and run the ingest again."
+        )
+
+
+def _raw_lines(con, path: Path) -> tuple[list[int], list[str]]:
+    """The physical lines the parser rejected, read from the file itself (DuckDB's csv_line can be another row's)."""
+    wanted = [line for (line,) in run_sql(con, "reject_line_numbers").fetchall()]
+    texts = read_lines(path, wanted, MAX_LINE_BYTES) if wanted else {}
+    return list(texts), [text.decode("utf-8", errors="replace").rstrip("\r") for text in texts.values()]
+
+
+def ingest_file(
+    con,
+    path: Path,
+    header: list[str],
+    encoding: str,
+    scan: FileScan,
+    salt: str,
+    scratch: Path,
+    max_rejected_share: float,
+) -> FileResult:
+    """Load one export (already scanned, its header read and checked) in one transaction."""
+    result = FileResult(path=shown(path))
+    copies: list[Path] = []  # files made in the scratch folder for this one: removed at the end
+    try:
+        # Staging, parsing and numbering work in temp tables; only the inserts need the transaction.
+        readable, scan = _readable(path, encoding, scan, scratch, copies)
+        rows_read, parser_rejects, invalid_encoding = _stage_and_parse(con, readable, result.path, header, salt)
+        if invalid_encoding:
+            result.transcoded = True
+            readable, scan = _readable(path, encoding, scan, scratch, copies, transcode=True)
+            rows_read, parser_rejects, _ = _stage_and_parse(con, readable, result.path, header, salt)
+        _number_lines(con, result.path, scan, rows_read, parser_rejects)
+        con.execute("begin transaction")
+        _insert(con, result, readable, header, scan, rows_read)
+        _refuse_if_mostly_rejected(result, max_rejected_share)
+        _record(con, result, path, scan)
+        con.execute("commit")
+    except BaseException:
+        _rollback_if_open(con)
+        raise
+    finally:
+        run_sql(con, "drop_staging")
+        for copy in copies:
+            copy.unlink(missing_ok=True)
+    return result
+
+
+def _insert(con, result: FileResult, readable: Path, header: list[str], scan: FileScan, rows_read: int) -> None:
+    """Step 4: the usable rows into classifications, the others into rejected_rows; counts into `result`."""
+    (result.rows_inserted,) = run_sql(con, "insert_classifications", source_file=result.path).fetchone()
+    reject_line_numbers, reject_line_texts = _raw_lines(con, readable)
+    run_sql(
+        con,
+        "insert_rejected_rows",
+        source_file=result.path,
+        ip_position=header.index("user_ip") + 1 if "user_ip" in header else 0,
+        name_position=header.index("user_name") + 1 if "user_name" in header else 0,
+        header_fields=len(header),
+        reject_line_numbers=reject_line_numbers,
+        reject_line_texts=reject_line_texts,
+        long_lines=[line for line, _, _ in scan.long_lines],
+        long_line_bytes=[size for _, _, size in scan.long_lines],
+        max_line_bytes=MAX_LINE_BYTES,
+    )
+    value_rejects, result.rows_rejected, result.top_reasons = run_sql(
+        con, "file_counts", source_file=result.path
+    ).fetchone()
+    result.rows_duplicate = rows_read - result.rows_inserted - value_rejects
+    result.rows_read = rows_read + result.rows_rejected - value_rejects
+
+
+def _refuse_if_mostly_rejected(result: FileResult, max_rejected_share: float) -> None:
+    if result.rows_read and result.rows_rejected / result.rows_read > max_rejected_share:
+        raise ExportFormatError(
+            f"{result.path}: {result.rows_rejected:,} of its {result.rows_read:,} rows cannot be used, more than "
+            f"the {max_rejected_share:.0%} a file may have (max_file_rejected_share); nothing loaded from it. "
+            f"Commonest reasons: {'; '.join(result.top_reasons)}. Fix or remove the file and run the ingest again."
+        )
+
+
+def _record(con, result: FileResult, path: Path, scan: FileScan) -> None:
+    """Step 5: the file's content as loaded, so a rerun skips it."""
+    run_sql(
+        con,
+        "record_file",
+        sha256=scan.sha256,
+        source_file=result.path,
+        bytes=path.stat().st_size,
+        rows_read=result.rows_read,
+        rows_inserted=result.rows_inserted,
+        rows_duplicate=result.rows_duplicate,
+        rows_rejected=result.rows_rejected,
+    )
+
+
+def _readable(
+    path: Path, encoding: str, scan: FileScan, scratch: Path, copies: list[Path], transcode: bool = False
+) -> tuple[Path, FileScan]:
+    """The file DuckDB reads for `path`, and its scan: the file itself unless it must be transcoded
+    (UTF-16, or bytes that are not UTF-8), has lines over the reader's limit, or a non-UTF-8 name."""
+    readable = path
+    if transcode or encoding != "utf-8":  # DuckDB reads UTF-8 only
+        readable = transcode_to_utf8(path, scratch, encoding)
+        copies.append(readable)
+        scan = scan_file(readable, MAX_LINE_BYTES, sha256=scan.sha256)
+    if scan.long_lines:
+        readable = replace_long_lines(readable, scan, scratch)
+        copies.append(readable)
+    if readable == path and os.fsencode(str(path)) != str(path).encode("utf-8", errors="ignore"):
+        readable = _utf8_named_link(path, scratch)  # DuckDB takes UTF-8 paths only
+        copies.append(readable)
+    return readable, scan
+
+
+def _utf8_named_link(path: Path, scratch: Path) -> Path:
+    """A symbolic link with a UTF-8 name to a file whose name is not UTF-8, in the scratch folder."""
+    link = scratch / f"{LINK_PREFIX}{hashlib.sha256(os.fsencode(str(path))).hexdigest()[:16]}.csv"
+    if path.name.lower().endswith(".gz"):
+        link = link.with_suffix(".csv.gz")
+    link.unlink(missing_ok=True)
+    link.symlink_to(path.resolve())
+    return link
+
+
+def _rollback_if_open(con) -> None:
+    try:
+        con.execute("rollback")
+    except Exception:  # no transaction was open: nothing to undo
+        pass
+
+
+def ingest_exports(
+    con, files: list[Path], salt: str, scratch: Path, log=None, max_rejected_share: float = MAX_FILE_REJECTED_SHARE
+) -> IngestReport:
+    """Ingest every new or changed file; check all headers before touching the warehouse."""
+    ensure_schema(con)
+    seen = {row[0] for row in run_sql(con, "known_files").fetchall()}
+    scans = {path: scan_file(path, MAX_LINE_BYTES) for path in files}
+    new_files: dict[Path, tuple[list[str], str]] = {}  # the first path of each new content -> (header, encoding)
+    for path in files:
+        if scans[path].sha256 not in seen:
+            seen.add(scans[path].sha256)  # the same content at a second path is skipped like a known file
+            new_files[path] = read_header(path)
+            check_header(path, new_files[path][0])
+
+    report = IngestReport()
+    scratch.mkdir(parents=True, exist_ok=True)
+    # A run killed mid-file leaves its UTF-8 copy behind; we hold the warehouse
+    # lock, so no other ingest is using one now. They hold raw user_ip values.
+    for leftover in [*scratch.glob(f"{TRANSCODED_PREFIX}*.csv"), *scratch.glob(f"{LINK_PREFIX}*")]:
+        leftover.unlink(missing_ok=True)
+    for path in files:
+        if path not in new_files:
+            report.files.append(FileResult(path=shown(path), skipped=True))
+            continue
+        header, encoding = new_files[path]
+        result = ingest_file(con, path, header, encoding, scans[path], salt, scratch, max_rejected_share)
+        report.files.append(result)
+        if log is not None:
+            log.info(
+                f"{shown(path.name)}: {result.rows_read:,} rows read, {result.rows_inserted:,} new, "
+                f"{result.rows_duplicate:,} already stored or repeated, {result.rows_rejected:,} rejected"
+                + (" (non-UTF-8 bytes read as Latin-1)" if result.transcoded else "")
+                + (f" (read as {encoding})" if encoding != "utf-8" else "")
+            )
+    return report

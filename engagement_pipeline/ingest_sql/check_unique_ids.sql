@@ -1,0 +1,2 @@
+-- Asset check: classification ids stored more than once.
+select count(*) - count(distinct classification_id) as duplicate_ids from classifications;

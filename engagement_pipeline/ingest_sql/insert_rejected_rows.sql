@@ -1,0 +1,136 @@
+-- Step 4, insert: the unusable rows into rejected_rows, with file, line,
+-- reason and raw text (never user_ip or user_name). A changed file is read
+-- again: its earlier rejects are replaced, not repeated. Parameters:
+--   getvariable('source_file')        the export's path
+--   getvariable('ip_position')        1-based position of user_ip in the header, 0 if absent
+--   getvariable('name_position')      1-based position of user_name in the header, 0 if absent
+--   getvariable('header_fields')      the number of fields in the header
+--   getvariable('reject_line_numbers'), getvariable('reject_line_texts')
+--                                     the physical lines of the parser's rejects, as read
+--                                     from the file by the load (not DuckDB's csv_line)
+--   getvariable('long_lines'), getvariable('long_line_bytes')
+--                                     lines over the reader's limit and their sizes (in the
+--                                     file read, each was replaced by a one-field placeholder)
+--   getvariable('max_line_bytes'), getvariable('salt')
+
+-- A value that may be a volunteer's name or IP is withheld wherever it
+-- stands: a row whose fields are shifted carries user_ip or user_name in
+-- another column. Names are matched by their salted digest against every
+-- user_name of the file; IPs (and Panoptes' 20-hex-digit IP hashes) by shape.
+create or replace temp macro withheld(v) as
+case
+    when
+        regexp_full_match(trim(v), '[0-9]{1,3}(\.[0-9]{1,3}){3}')
+        or regexp_full_match(trim(v), '[0-9a-fA-F]{0,4}(:[0-9a-fA-F]{0,4}){2,7}')
+        or regexp_full_match(trim(v), '[0-9a-f]{20}')
+        or hash(getvariable('salt') || trim(v)) in (select parsed_rows.name_digest from parsed_rows)
+        then '(withheld: may be a user_ip or user_name)'
+    else v
+end;
+
+delete from rejected_rows
+where source_file = getvariable('source_file');
+
+insert into rejected_rows
+-- Rows the parser read whose values cannot be used.
+select
+    getvariable('source_file') as source_file,
+    row_lines.raw_line as line_number,
+    rejected.reason,
+    case
+        -- A non-numeric id where the id should be: the row's columns are
+        -- likely shifted, so any value could be a name or an IP: withheld whole.
+        when rejected.reason like 'missing or non-numeric classification_id%' and rejected.row_as_read['classification_id'] is not null
+            then '(withheld: the row''s columns look shifted, so user_ip or user_name could be in any of them)'
+        else
+            to_json({
+                classification_id: withheld(rejected.row_as_read['classification_id']),
+                user_id: withheld(rejected.row_as_read['user_id']),
+                workflow_id: withheld(rejected.row_as_read['workflow_id']),
+                workflow_name: withheld(rejected.row_as_read['workflow_name']),
+                workflow_version: withheld(rejected.row_as_read['workflow_version']),
+                created_at: withheld(rejected.row_as_read['created_at']),
+                gold_standard: withheld(rejected.row_as_read['gold_standard']),
+                expert: withheld(rejected.row_as_read['expert']),
+                metadata: withheld(rejected.row_as_read['metadata']),
+                annotations: withheld(rejected.row_as_read['annotations']),
+                subject_data: withheld(rejected.row_as_read['subject_data']),
+                subject_ids: withheld(rejected.row_as_read['subject_ids'])
+            })::varchar
+    end as raw_text,
+    now() as rejected_at
+from (
+    select
+        parsed_rows.rowid as idx,
+        parsed_rows.reason,
+        parsed_rows.row_as_read
+    from parsed_rows
+    where parsed_rows.reason is not null
+) as rejected
+inner join row_lines on rejected.idx = row_lines.idx
+
+union all
+
+-- Lines the CSV parser could not read. They are split into fields quote-aware
+-- (a quoted "Smith, John" is one field) and user_name and user_ip blanked by
+-- position, every other field withheld by value as above; a line with more or
+-- fewer fields than the header is misaligned, so any field could hold them:
+-- its fields are withheld.
+select
+    getvariable('source_file') as source_file,
+    e.raw_line as line_number,
+    case
+        when list_contains(getvariable('long_lines')::bigint[], e.raw_line)
+            then
+                'line too long: '
+                || (getvariable('long_line_bytes')::bigint[])[list_position(getvariable('long_lines')::bigint[], e.raw_line)]
+                || ' bytes, over the ' || getvariable('max_line_bytes') || ' a row may have; '
+                || 'shorten the row (its annotations or subject_data?) and run the ingest again'
+        else 'malformed CSV: ' || e.error_type || ': ' || e.error_message
+    end as reason,
+    case
+        when list_contains(getvariable('long_lines')::bigint[], e.raw_line) then '(withheld: too long to keep)'
+        when e.field_count = getvariable('header_fields') or (getvariable('ip_position') = 0 and getvariable('name_position') = 0)
+            then e.aligned_text
+        else
+            'fields withheld: ' || e.field_count || ' fields where the header has ' || getvariable('header_fields')
+            || ', so user_ip or user_name could be in any of them'
+    end as raw_text,
+    now() as rejected_at
+from (
+    select
+        reject_fields.raw_line,
+        reject_fields.error_type,
+        reject_fields.error_message,
+        count(*) as field_count,
+        string_agg(
+            case
+                when reject_fields.field_position in (getvariable('ip_position'), getvariable('name_position')) then ''
+                else withheld(reject_fields.field_text)
+            end,
+            ','
+            order by reject_fields.field_position
+        ) as aligned_text
+    from (
+        select
+            reject_lines.raw_line,
+            first_reject.error_type,
+            first_reject.error_message,
+            unnest(regexp_extract_all(',' || coalesce(read_lines.line_text, ''), ',("(?:[^"]|"")*"?[^,]*|[^,]*)', 1)) as field_text,
+            generate_subscripts(
+                regexp_extract_all(',' || coalesce(read_lines.line_text, ''), ',("(?:[^"]|"")*"?[^,]*|[^,]*)', 1), 1
+            ) as field_position
+        from (
+            select distinct on (ingest_rejects.line) *
+            from ingest_rejects
+            order by ingest_rejects.line
+        ) as first_reject
+        inner join reject_lines on first_reject.line = reject_lines.record_line
+        left join (
+            select
+                unnest(getvariable('reject_line_numbers'))::bigint as raw_line,
+                unnest(getvariable('reject_line_texts'))::varchar as line_text
+        ) as read_lines on reject_lines.raw_line = read_lines.raw_line
+    ) as reject_fields
+    group by reject_fields.raw_line, reject_fields.error_type, reject_fields.error_message
+) as e;
