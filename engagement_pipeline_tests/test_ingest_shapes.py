@@ -15,17 +15,18 @@ from pathlib import Path
 import pytest
 
 from engagement_pipeline import ingest
-from engagement_pipeline.resources import paths
 from engagement_pipeline_tests.conftest import MICHIGAN_EXPORT, csv_text, read_rows
+from engagement_pipeline_tests.project import project_resources
 
 HEADER, ROWS = read_rows(MICHIGAN_EXPORT)
 COLUMN = {name: i for i, name in enumerate(HEADER)}
 
 
 def run_ingest(warehouse, folder: Path) -> ingest.IngestReport:
-    salt = ingest.load_salt(paths().salt_file)
+    storage = project_resources()["storage"]
+    salt = ingest.load_salt(storage.salt_file)
     with warehouse.connect() as con:
-        return ingest.ingest_exports(con, ingest.find_exports(folder), salt, paths().home / "tmp")
+        return ingest.ingest_exports(con, ingest.find_exports(folder), salt, storage.root / "tmp")
 
 
 def query(warehouse, sql: str, params=None) -> list[tuple]:
