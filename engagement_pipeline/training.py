@@ -30,6 +30,7 @@ import dagster as dg
 import numpy as np
 from pydantic import Field
 
+from engagement_pipeline.drift import drift_reference_for, log_drift_reference
 from engagement_pipeline.resources import CHAMPION_ALIAS, Tracking, Warehouse
 from engagement_pipeline.scoring import champion_version, load_model
 from engagement_pipeline.windows import FeatureMatrix, gather_windows, load_feature_matrix
@@ -713,6 +714,7 @@ def run_training(data: Dataset, config: TrainingConfig, tracking: Tracking, log=
     with mlflow.start_run() as run:
         mlflow.log_params({**config.model_dump(), "horizons": horizons, "n_features": len(matrix.feature_names)})
         mlflow.log_params({"n_train": len(split.train), "n_val": len(split.val), "n_test": len(split.test)})
+        log_drift_reference(drift_reference_for(matrix, split.train, split.val_start_us))  # for feature_drift
 
         def on_epoch(row: dict) -> None:
             aucs = {f"val_roc_auc_{w}m": row[f"val_roc_auc_{h}"] for h, w in enumerate(horizons)}
