@@ -4,6 +4,8 @@
             -> sql/ models: sessions, features, labels (sql_models.py)
             -> engagement_model                        (training.py: LSTM + baselines -> MLflow)
             -> user_predictions, one file per UTC day  (scoring.py, nightly at 02:00 UTC)
+               + checks feature_drift, realized_quality (monitoring.py)
+            -> engagement_report, one HTML page per day (report.py)
 
 Runs execute in one process (`in_process_executor`) and the warehouse
 resource serializes processes with a file lock, because DuckDB allows one
@@ -14,6 +16,8 @@ inside the assets that use them, so loading this module stays fast.
 import dagster as dg
 
 from engagement_pipeline.ingest import ingest_assets, ingest_checks
+from engagement_pipeline.monitoring import monitoring_checks
+from engagement_pipeline.report import engagement_report
 from engagement_pipeline.resources import Tracking, Warehouse
 from engagement_pipeline.scoring import nightly_scoring_job, nightly_scoring_schedule, user_predictions
 from engagement_pipeline.sql_models import sql_model_assets, sql_model_checks
@@ -36,8 +40,8 @@ refresh_warehouse_schedule = dg.ScheduleDefinition(
 )
 
 defs = dg.Definitions(
-    assets=[*ingest_assets, *sql_model_assets, engagement_model, user_predictions],
-    asset_checks=[*ingest_checks, *sql_model_checks],
+    assets=[*ingest_assets, *sql_model_assets, engagement_model, user_predictions, engagement_report],
+    asset_checks=[*ingest_checks, *sql_model_checks, *monitoring_checks],
     jobs=[refresh_warehouse_job, nightly_scoring_job],
     schedules=[refresh_warehouse_schedule, nightly_scoring_schedule],
     resources={"warehouse": Warehouse(), "tracking": Tracking()},
