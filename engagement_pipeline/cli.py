@@ -76,7 +76,7 @@ def summary_line(asset: str, metadata: dict) -> str:
 
 
 def _materialize(scoring: bool, partition_key: str | None = None) -> None:
-    """Materialize the scoring asset (for one partition) or every other asset, on the Dagster instance.
+    """Materialize the daily assets (scoring and its report, for one partition) or every other asset.
 
     The console shows the assets' INFO lines (their progress) rather than
     Dagster's DEBUG event stream, then one summary line per asset.
@@ -85,8 +85,8 @@ def _materialize(scoring: bool, partition_key: str | None = None) -> None:
 
     from engagement_pipeline.definitions import defs
 
-    predictions = dg.AssetSelection.assets("user_predictions")
-    selection = predictions if scoring else dg.AssetSelection.all() - predictions
+    daily = dg.AssetSelection.assets("user_predictions", "engagement_report")  # the day's file, then its report
+    selection = daily if scoring else dg.AssetSelection.all() - daily
     job = defs.resolve_implicit_global_asset_job_def()
     with dg.DagsterInstance.get() as instance:
         result = job.execute_in_process(

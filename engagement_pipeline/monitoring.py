@@ -75,10 +75,10 @@ def latest_labelled_day(con, on_or_before: dt.date, horizons: list[int]) -> dt.d
         return None
     last_complete = (data_end - dt.timedelta(minutes=2 * max(horizons)) - DAY).date()
     bound = min(on_or_before, last_complete)
-    found = con.execute("select max(created_at) from features where created_at < ?", [day_bounds(bound)[1]]).fetchone()[
-        0
-    ]
-    return found.astimezone(dt.UTC).date() if found is not None else None
+    (latest,) = con.execute(
+        "select max(created_at) from features where created_at < ?", [day_bounds(bound)[1]]
+    ).fetchone()
+    return latest.astimezone(dt.UTC).date() if latest is not None else None
 
 
 @dataclass
@@ -367,8 +367,11 @@ def realized_quality_check(context: dg.AssetCheckExecutionContext, warehouse: Wa
     elif not judged:
         description = f"Not judged: fewer than {MIN_KNOWN_OUTCOMES} known outcomes of both kinds on {result.day}."
     elif below:
-        parts = [f"{w} min {result.realized[w][0]:.3f} [..{result.realized[w][2]:.3f}] < {result.test[w][1]:.3f}"
-                 for w in below]  # fmt: skip
+        parts = [
+            f"{w} min {result.realized[w][0]:.3f} (interval up to {result.realized[w][2]:.3f}) "
+            f"< test {result.test[w][1]:.3f}"
+            for w in below
+        ]
         description = f"Realized ROC-AUC on {result.day} below the test interval: " + "; ".join(parts)
     else:
         description = f"Realized ROC-AUC on {result.day} is within or above the test interval for {judged} min."

@@ -191,7 +191,8 @@ def realized_quality_png(
     left.axhline(0.5, color=MUTED, linestyle=":", linewidth=1)
     left.set_xticks(x, [f"{w} min" for w in horizons])
     left.set(ylabel="ROC-AUC", title="ROC-AUC, 95% intervals", ylim=(0.3, 1.0))
-    left.legend(loc="lower right")
+    if left.get_legend_handles_labels()[0]:
+        left.legend(loc="lower right")
 
     right.plot([0, 1], [0, 1], color=MUTED, linestyle=":", linewidth=1)
     drew = False
