@@ -39,11 +39,25 @@ refresh_warehouse_schedule = dg.ScheduleDefinition(
     description="Every night at 01:00 UTC, an hour before scoring: new exports in, SQL models rebuilt.",
 )
 
+# The morning report of the scored day, an hour after the scoring (it reads that day's predictions file).
+nightly_report_job = dg.define_asset_job(
+    "nightly_report",
+    selection=dg.AssetSelection.assets(engagement_report),
+    description="Write the morning report of one UTC day: who to reach, drop-off, realized quality, drift.",
+)
+nightly_report_schedule = dg.build_schedule_from_partitioned_job(
+    nightly_report_job,
+    hour_of_day=3,
+    minute_of_hour=0,
+    name="nightly_report_schedule",
+    description="Every night at 03:00 UTC, an hour after scoring: the report of the previous UTC day.",
+)
+
 defs = dg.Definitions(
     assets=[*ingest_assets, *sql_model_assets, engagement_model, user_predictions, engagement_report],
     asset_checks=[*ingest_checks, *sql_model_checks, *monitoring_checks],
-    jobs=[refresh_warehouse_job, nightly_scoring_job],
-    schedules=[refresh_warehouse_schedule, nightly_scoring_schedule],
+    jobs=[refresh_warehouse_job, nightly_scoring_job, nightly_report_job],
+    schedules=[refresh_warehouse_schedule, nightly_scoring_schedule, nightly_report_schedule],
     resources={"warehouse": Warehouse(), "tracking": Tracking()},
     executor=dg.in_process_executor,
 )
