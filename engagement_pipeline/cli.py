@@ -101,7 +101,7 @@ def summary_line(asset: str, metadata: dict) -> str:
 
 
 def _materialize(settings: Settings, scoring: bool, partition_key: str | None = None) -> None:
-    """Materialize the scoring asset (for one partition) or every other asset, on the Dagster instance.
+    """Materialize the daily assets (scoring and its report, for one partition) or every other asset.
 
     The console shows the assets' INFO lines (their progress) rather than
     Dagster's DEBUG event stream, then one summary line per asset.
@@ -112,8 +112,8 @@ def _materialize(settings: Settings, scoring: bool, partition_key: str | None = 
     from engagement_pipeline.stalled_runs import fail_stalled_runs
 
     defs = build_definitions(settings.resources())
-    predictions = dg.AssetSelection.assets("user_predictions")
-    selection = predictions if scoring else dg.AssetSelection.all() - predictions
+    daily = dg.AssetSelection.assets("user_predictions", "engagement_report")  # the day's file, then its report
+    selection = daily if scoring else dg.AssetSelection.all() - daily
     job = defs.resolve_implicit_global_asset_job_def()
     with dg.DagsterInstance.from_config(str(prepare_dagster_home(settings))) as instance:
         for run_id in fail_stalled_runs(instance):

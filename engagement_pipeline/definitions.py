@@ -4,6 +4,8 @@
             -> sql/ models: sessions, features, labels (sql_models.py)
             -> engagement_model                        (train_asset.py: LSTM + baselines -> MLflow)
             -> user_predictions, one file per UTC day  (scoring.py, nightly at 02:00 UTC)
+               + checks feature_drift, realized_quality (monitoring.py)
+            -> engagement_report, one HTML page per day (report.py)
 
 Runs execute in one process (`in_process_executor`) and the warehouse
 resource serializes processes with a file lock, because DuckDB allows one
@@ -16,6 +18,8 @@ inside the assets that use them, so loading this module stays fast.
 import dagster as dg
 
 from engagement_pipeline.ingest import ingest_assets, ingest_checks
+from engagement_pipeline.monitoring import monitoring_checks
+from engagement_pipeline.report import engagement_report
 from engagement_pipeline.scoring import nightly_scoring_job, nightly_scoring_schedule, user_predictions
 from engagement_pipeline.settings import Settings
 from engagement_pipeline.sql_models import sql_model_assets, sql_model_checks
@@ -38,14 +42,28 @@ refresh_warehouse_schedule = dg.ScheduleDefinition(
     description="Every night at 01:00 UTC, an hour before scoring: new exports in, SQL models rebuilt.",
 )
 
+# The morning report of the scored day, an hour after the scoring (it reads that day's predictions file).
+nightly_report_job = dg.define_asset_job(
+    "nightly_report",
+    selection=dg.AssetSelection.assets(engagement_report),
+    description="Write the morning report of one UTC day: who to reach, drop-off, realized quality, drift.",
+)
+nightly_report_schedule = dg.build_schedule_from_partitioned_job(
+    nightly_report_job,
+    hour_of_day=3,
+    minute_of_hour=0,
+    name="nightly_report_schedule",
+    description="Every night at 03:00 UTC, an hour after scoring: the report of the previous UTC day.",
+)
+
 
 def build_definitions(resources: dict) -> dg.Definitions:
     """The code location with these resources (Settings.resources(); the `engagement` command passes its own)."""
     return dg.Definitions(
-        assets=[*ingest_assets, *sql_model_assets(), engagement_model, user_predictions],
-        asset_checks=[*ingest_checks, *sql_model_checks],
-        jobs=[refresh_warehouse_job, nightly_scoring_job],
-        schedules=[refresh_warehouse_schedule, nightly_scoring_schedule],
+        assets=[*ingest_assets, *sql_model_assets(), engagement_model, user_predictions, engagement_report],
+        asset_checks=[*ingest_checks, *sql_model_checks, *monitoring_checks],
+        jobs=[refresh_warehouse_job, nightly_scoring_job, nightly_report_job],
+        schedules=[refresh_warehouse_schedule, nightly_scoring_schedule, nightly_report_schedule],
         sensors=[stalled_runs_sensor],
         resources=resources,
         executor=dg.in_process_executor,

@@ -25,6 +25,7 @@ import dagster as dg
 import numpy as np
 
 from engagement_pipeline import evaluation, registry
+from engagement_pipeline.drift import drift_reference_for, log_drift_reference
 from engagement_pipeline.plots import KINDS, PlotLabel, curves_png, png_markdown
 from engagement_pipeline.resources import Tracking, Warehouse
 from engagement_pipeline.stalled_runs import fail_stalled_mlflow_runs, process_tags
@@ -141,6 +142,7 @@ def run_training(data: Dataset, config: TrainingConfig, tracking: Tracking, log=
     with mlflow.start_run(run_name=run_name, description=description, tags=process_tags()) as run:
         registry.mark_experiment(client, run.info.experiment_id)
         log_inputs(data, split, config, degenerate)
+        log_drift_reference(drift_reference_for(matrix, split.train, split.val_start_us))  # for feature_drift
         scaling = fit_scaling(matrix.X[split.train])
         model, history = train_lstm(matrix, split, scaling, len(horizons), config, epoch_logger(horizons, config, say))
         stopping = stopping_summary(history, config.epochs, config.patience)

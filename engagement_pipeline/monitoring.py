@@ -1,0 +1,397 @@
+"""Monitoring: does the champion still work, and does today's data look like what it learned from?
+
+Two asset checks on `user_predictions`, both WARN (they never stop the
+scoring), both partitioned like it, so each scored day gets its verdict:
+
+* `feature_drift`: PSI of every model input over the scored day's
+  classifications against the reference stored with the champion
+  (drift.py explains the statistic, the 0.25 threshold, the noise floor and
+  which inputs are not judged, and why).
+* `realized_quality`: for the latest day (on or before the partition) whose
+  outcomes are all known, the ROC-AUC of the champion's predictions for every
+  classification of that day, with a volunteer-level bootstrap interval,
+  against the champion's test interval. It does not pass when the day's whole
+  interval lies below the test interval (below its lower end, or below the
+  test estimate when the run logged no interval): one day holds few
+  volunteers, and a point estimate below the test interval happens on
+  ordinary days by chance.
+
+Why every classification of that day, and not just the nightly file's rows:
+the file holds each volunteer's *last* classification of the day, which is
+almost always the end of a session (on the sample 0.4% of them continue), so
+an ROC-AUC over those rows says next to nothing and is not what the test
+interval measured. The champion scores the day's classifications exactly as
+the nightly scoring and the online server would (same windows, same model).
+"""
+
+import datetime as dt
+from dataclasses import dataclass, field
+
+import dagster as dg
+import numpy as np
+
+from engagement_pipeline.drift import (
+    MIN_ROWS,
+    PSI_THRESHOLD,
+    DriftResult,
+    NoDriftReferenceError,
+    drift_table_markdown,
+    load_drift_reference,
+    matrix_drift,
+)
+from engagement_pipeline.registry import NoChampionError, find_champion
+from engagement_pipeline.resources import Tracking, Warehouse
+from engagement_pipeline.scoring import daily_partitions
+from engagement_pipeline.windows import FeatureMatrix, gather_windows, load_feature_matrix
+
+MICROS_PER_MINUTE = 60_000_000
+MIN_KNOWN_OUTCOMES = 30  # per horizon, with both outcomes present, to judge a day's ROC-AUC
+BOOTSTRAP_SAMPLES = 400
+DAY = dt.timedelta(days=1)
+
+
+# --------------------------------------------------------------------------- reading a day
+
+
+def day_bounds(day: dt.date) -> tuple[dt.datetime, dt.datetime]:
+    start = dt.datetime(day.year, day.month, day.day, tzinfo=dt.UTC)
+    return start, start + DAY
+
+
+def read_day_inputs(con, day: dt.date) -> FeatureMatrix:
+    """Every classification of `day` (UTC) as a FeatureMatrix: the rows the champion scored inputs for."""
+    start, end = day_bounds(day)
+    return load_feature_matrix(con, where_sql="created_at >= ? and created_at < ?", params=[start, end])
+
+
+def latest_labelled_day(con, on_or_before: dt.date, horizons: list[int]) -> dt.date | None:
+    """The latest day <= `on_or_before` with classifications whose outcomes are all known by now.
+
+    An outcome at t for horizon W is decided by data_end >= t + 2W (CONTRACT.md:
+    a "stops" needs the session's end e < t + W and W quiet minutes after it),
+    so a day is complete once data_end reaches its end plus twice the largest horizon.
+    """
+    data_end = con.execute("select max(created_at) from classifications").fetchone()[0]
+    if data_end is None:
+        return None
+    last_complete = (data_end - dt.timedelta(minutes=2 * max(horizons)) - DAY).date()
+    bound = min(on_or_before, last_complete)
+    (latest,) = con.execute(
+        "select max(created_at) from features where created_at < ?", [day_bounds(bound)[1]]
+    ).fetchone()
+    return latest.astimezone(dt.UTC).date() if latest is not None else None
+
+
+@dataclass
+class LabelledDay:
+    """A day's classifications with the history their windows need, and their outcomes."""
+
+    day: dt.date
+    matrix: FeatureMatrix
+    rows: np.ndarray  # rows of `matrix` made on `day`
+    horizons: list[int]
+    labels: np.ndarray  # [len(rows), H]: 1 continues, 0 stops, NaN unknown
+
+
+def read_labelled_day(con, day: dt.date, window: int, horizons: list[int]) -> LabelledDay:
+    """The day's classifications, each user's `window` earlier ones (for the windows), and their labels."""
+    start, end = day_bounds(day)
+    matrix = load_feature_matrix(
+        con,
+        where_sql="""classification_id in (
+            select classification_id from features
+            where created_at < ? and user_key in (
+                select distinct user_key from features where created_at >= ? and created_at < ?
+            )
+            qualify created_at >= ?
+                or row_number() over (
+                    partition by user_key, created_at >= ? order by created_at desc, classification_id desc
+                ) <= ?
+        )""",
+        params=[end, start, end, start, start, window],
+    )
+    start_us = int(start.timestamp() * 1_000_000)
+    rows = np.flatnonzero(matrix.created_at >= start_us)
+    labels = np.full((len(rows), len(horizons)), np.nan)
+    if len(rows):
+        con.register("realized_ids", {"classification_id": matrix.classification_id[rows]})
+        try:
+            found = con.execute(
+                "select classification_id, horizon_minutes, continues::double as continues from labels "
+                "where classification_id in (select classification_id from realized_ids)"
+            ).fetchnumpy()
+        finally:
+            con.unregister("realized_ids")
+        order = np.argsort(matrix.classification_id[rows])
+        at = order[np.searchsorted(matrix.classification_id[rows], found["classification_id"], sorter=order)]
+        for h, w in enumerate(horizons):
+            mine = found["horizon_minutes"] == w
+            labels[at[mine], h] = found["continues"][mine]
+    return LabelledDay(day, matrix, rows, horizons, labels)
+
+
+# --------------------------------------------------------------------------- ROC-AUC with a volunteer-level interval
+
+
+def weighted_auc(y: np.ndarray, p: np.ndarray, weights: np.ndarray) -> np.ndarray:
+    """ROC-AUC of scores `p` for labels `y` (0/1) under each row of `weights` [B, n]; ties count a half."""
+    order = np.argsort(p, kind="stable")
+    p, y, weights = p[order], y[order], weights[:, order]
+    starts = np.flatnonzero(np.r_[True, p[1:] != p[:-1]])
+    positive = np.add.reduceat(weights * (y == 1), starts, axis=1)
+    negative = np.add.reduceat(weights * (y == 0), starts, axis=1)
+    below = np.cumsum(negative, axis=1) - negative
+    pairs = positive.sum(axis=1) * negative.sum(axis=1)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(pairs > 0, (positive * (below + 0.5 * negative)).sum(axis=1) / pairs, np.nan)
+
+
+def auc_with_interval(
+    y: np.ndarray, p: np.ndarray, volunteer: np.ndarray, samples: int = BOOTSTRAP_SAMPLES, seed: int = 0
+) -> tuple[float, float, float]:
+    """ROC-AUC and its 95% interval from resampling volunteers (their rows move together); NaN if one class."""
+    known = ~np.isnan(y)
+    y, p, volunteer = y[known], p[known], volunteer[known]
+    if len(np.unique(y)) < 2:
+        return float("nan"), float("nan"), float("nan")
+    estimate = float(weighted_auc(y, p, np.ones((1, len(y))))[0])
+    _, group = np.unique(volunteer, return_inverse=True)
+    n_groups = group.max() + 1
+    draws = np.random.default_rng(seed).multinomial(n_groups, np.full(n_groups, 1 / n_groups), size=samples)
+    resampled = weighted_auc(y, p, draws[:, group].astype(np.float64))
+    low, high = np.nanquantile(resampled, [0.025, 0.975])
+    return estimate, float(low), float(high)
+
+
+@dataclass
+class RealizedQuality:
+    day: dt.date | None
+    model: str
+    horizons: list[int]
+    realized: dict[int, tuple[float, float, float]] = field(default_factory=dict)  # W -> (auc, low, high)
+    test: dict[int, tuple[float, float, float]] = field(default_factory=dict)  # W -> (auc, low, high)
+    test_interval_source: str = ""
+    known_outcomes: dict[int, int] = field(default_factory=dict)
+    brier: dict[int, float] = field(default_factory=dict)
+    y: np.ndarray = field(default_factory=lambda: np.empty((0, 0)), repr=False)
+    p: np.ndarray = field(default_factory=lambda: np.empty((0, 0)), repr=False)
+    note: str = ""
+
+    def judged(self, w: int) -> bool:
+        return self.known_outcomes.get(w, 0) >= MIN_KNOWN_OUTCOMES and np.isfinite(self.realized.get(w, (np.nan,))[0])
+
+    @property
+    def below_test(self) -> list[int]:
+        """Horizons whose realized interval lies wholly below the test interval's lower end."""
+        return [
+            w
+            for w in self.horizons
+            if self.judged(w)
+            and w in self.test
+            and np.isfinite(self.test[w][1])
+            and self.realized[w][2] < self.test[w][1]
+        ]
+
+
+def test_interval(client, run_id: str, horizons: list[int]) -> tuple[dict[int, tuple[float, float, float]], str]:
+    """The champion's test ROC-AUC per horizon, with `_ci_low`/`_ci_high` when the run logged them."""
+    metrics = client.get_run(run_id).data.metrics
+    out, sources = {}, set()
+    for w in horizons:
+        name = f"test_roc_auc_{w}m"
+        if name not in metrics:
+            continue
+        estimate = metrics[name]
+        if f"{name}_ci_low" in metrics:
+            out[w] = (estimate, metrics[f"{name}_ci_low"], metrics.get(f"{name}_ci_high", estimate))
+            sources.add(f"{name}_ci_low/_ci_high (the run's bootstrap interval)")
+        else:
+            out[w] = (estimate, estimate, estimate)
+            sources.add(f"{name} itself: the run logged no interval")
+    return out, "; ".join(sorted(sources)) or "the champion's run logged no test ROC-AUC"
+
+
+def realized_quality(con_factory, tracking: Tracking, on_or_before: dt.date, log=None) -> RealizedQuality:
+    """Realized ROC-AUC and Brier of the champion on the latest labelled day <= `on_or_before`.
+
+    `con_factory()` is a context manager giving a warehouse connection (held
+    only while reading); the model loads afterwards.
+    """
+    from engagement_pipeline.evaluation import binary_metrics
+    from engagement_pipeline.registry import load_model
+
+    version = find_champion(tracking)
+    model = f"{version.name} v{version.version}"
+    with con_factory() as con:
+        day = latest_labelled_day(con, on_or_before, version.horizons)
+        data = read_labelled_day(con, day, version.window, version.horizons) if day else None
+    client = tracking.client()
+    run_id = client.get_model_version(version.name, str(version.version)).run_id
+    test, source = test_interval(client, run_id, version.horizons) if run_id else ({}, "no training run")
+    result = RealizedQuality(day, model, version.horizons, test=test, test_interval_source=source)
+    if data is None or not len(data.rows):
+        result.note = f"no day on or before {on_or_before} has classifications whose outcomes are all known yet"
+        return result
+    if data.matrix.feature_names != version.feature_names:
+        result.note = f"{model} was trained on other inputs than today's features table: not evaluated"
+        return result
+    champion = load_model(version)
+    p = np.concatenate(
+        [champion.predict(gather_windows(data.matrix, data.rows[i : i + 8192], version.window))
+         for i in range(0, len(data.rows), 8192)]
+    )  # fmt: skip
+    volunteer = data.matrix.user_start[data.rows]
+    for h, w in enumerate(version.horizons):
+        y = data.labels[:, h]
+        known = ~np.isnan(y)
+        result.known_outcomes[w] = int(known.sum())
+        result.realized[w] = auc_with_interval(y, p[:, h], volunteer)
+        if known.any():
+            result.brier[w] = binary_metrics(y[known], p[known, h])["brier"]
+    result.y, result.p = data.labels, p
+    if log is not None:
+        log.info(f"realized quality of {model} on {day}: {result.realized}")
+    return result
+
+
+def realized_markdown(result: RealizedQuality) -> str:
+    lines = [
+        "| horizon | realized ROC-AUC [95%] | test ROC-AUC [interval] | known outcomes |",
+        "| --- | --- | --- | --- |",
+    ]
+    for w in result.horizons:
+        r = result.realized.get(w, (np.nan,) * 3)
+        t = result.test.get(w, (np.nan,) * 3)
+        lines.append(
+            f"| {w} min | {r[0]:.3f} [{r[1]:.3f}, {r[2]:.3f}] | {t[0]:.3f} [{t[1]:.3f}, {t[2]:.3f}] "
+            f"| {result.known_outcomes.get(w, 0):,} |"
+        )
+    return "\n".join(lines)
+
+
+# --------------------------------------------------------------------------- drift of a day
+
+
+def day_drift_for_champion(con, tracking: Tracking, day: dt.date) -> tuple[DriftResult | None, str, str]:
+    """PSI of the day's inputs against the champion's reference: (result or None, model, why when None)."""
+    version = find_champion(tracking)
+    model = f"{version.name} v{version.version}"
+    try:
+        reference = load_drift_reference(tracking.client(), version.name, version.version)
+    except NoDriftReferenceError as error:
+        return None, model, str(error)
+    matrix = read_day_inputs(con, day)
+    if matrix.feature_names != version.feature_names:
+        return None, model, f"{model} was trained on other inputs than today's features table"
+    return matrix_drift(reference, matrix), model, ""
+
+
+# --------------------------------------------------------------------------- the asset checks
+
+
+@dg.asset_check(
+    asset=dg.AssetKey("user_predictions"),
+    name="feature_drift",
+    partitions_def=daily_partitions,
+    blocking=False,
+    description=(
+        f"WARN when a model input's population stability index on the scored day, against the reference stored "
+        f"with the champion, exceeds {PSI_THRESHOLD} and the noise floor of that day's sample size. Inputs that "
+        "a single day cannot match by construction (weekday) or that grow with calendar time (history so far) "
+        f"are not judged; a day with fewer than {MIN_ROWS} classifications is not judged."
+    ),
+)
+def feature_drift(context: dg.AssetCheckExecutionContext, warehouse: Warehouse, tracking: Tracking):
+    day = dt.date.fromisoformat(context.partition_key)
+    try:
+        with warehouse.connect(log=context.log) as con:
+            result, model, why = day_drift_for_champion(con, tracking, day)
+    except NoChampionError as error:
+        result, model, why = None, "no champion", str(error)
+    if result is None:
+        context.log.warning(f"feature_drift not judged for {day}: {why}")
+        return dg.AssetCheckResult(
+            passed=False,
+            severity=dg.AssetCheckSeverity.WARN,
+            description=f"Not judged: {why}",
+            metadata={"model": model, "day": str(day)},
+        )
+    offending = result.offending
+    listing = ", ".join(f"{d.name} ({d.psi:.2f} > {d.limit:.2f})" for d in offending)
+    if not result.enough_rows:
+        description = f"{result.n_rows} classifications on {day}: fewer than {MIN_ROWS}, not judged."
+    elif offending:
+        description = f"{len(offending)} input(s) drifted on {day}: {listing}"
+    else:
+        description = f"No judged input above its limit on {day} (max PSI {result.max_psi:.3f})."
+    context.log.info(f"feature_drift {day}: {description}")
+    return dg.AssetCheckResult(
+        passed=not offending,
+        severity=dg.AssetCheckSeverity.WARN,
+        description=description,
+        metadata={
+            "model": model,
+            "day": str(day),
+            "max_psi": dg.MetadataValue.float(float(result.max_psi)),
+            "drifted_inputs": dg.MetadataValue.json([d.name for d in offending]),
+            "classifications": result.n_rows,
+            "volunteer_days": result.n_volunteer_days,
+            "psi_threshold": dg.MetadataValue.float(PSI_THRESHOLD),
+            "psi": dg.MetadataValue.md(drift_table_markdown(result, limit=len(result.inputs))),
+        },
+    )
+
+
+@dg.asset_check(
+    asset=dg.AssetKey("user_predictions"),
+    name="realized_quality",
+    partitions_def=daily_partitions,
+    blocking=False,
+    description=(
+        "WARN when, on the latest day (on or before the partition) whose outcomes are all known, the champion's "
+        "realized ROC-AUC (95% volunteer-level bootstrap interval over every classification of that day) lies "
+        "wholly below its test interval, for any horizon."
+    ),
+)
+def realized_quality_check(context: dg.AssetCheckExecutionContext, warehouse: Warehouse, tracking: Tracking):
+    on_or_before = dt.date.fromisoformat(context.partition_key)
+    try:
+        result = realized_quality(lambda: warehouse.connect(log=context.log), tracking, on_or_before, context.log)
+    except NoChampionError as error:
+        return dg.AssetCheckResult(
+            passed=False, severity=dg.AssetCheckSeverity.WARN, description=f"Not judged: {error}"
+        )
+    below = result.below_test
+    judged = [w for w in result.horizons if result.judged(w)]
+    if result.note:
+        description = f"Not judged: {result.note}."
+    elif not judged:
+        description = f"Not judged: fewer than {MIN_KNOWN_OUTCOMES} known outcomes of both kinds on {result.day}."
+    elif below:
+        parts = [
+            f"{w} min {result.realized[w][0]:.3f} (interval up to {result.realized[w][2]:.3f}) "
+            f"< test {result.test[w][1]:.3f}"
+            for w in below
+        ]
+        description = f"Realized ROC-AUC on {result.day} below the test interval: " + "; ".join(parts)
+    else:
+        description = f"Realized ROC-AUC on {result.day} is within or above the test interval for {judged} min."
+    context.log.info(f"realized_quality: {description}")
+    metadata = {
+        "model": result.model,
+        "labelled_day": str(result.day),
+        "test_interval_source": result.test_interval_source,
+        "quality": dg.MetadataValue.md(realized_markdown(result)),
+    }
+    for w in result.horizons:
+        if w in result.realized:
+            metadata[f"realized_roc_auc_{w}m"] = dg.MetadataValue.float(float(result.realized[w][0]))
+    return dg.AssetCheckResult(
+        passed=not below,
+        severity=dg.AssetCheckSeverity.WARN,
+        description=description,
+        metadata=metadata,
+    )
+
+
+monitoring_checks = [feature_drift, realized_quality_check]
