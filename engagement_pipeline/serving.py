@@ -82,9 +82,12 @@ class OnlineScorer:
     def close(self) -> None:
         self._stop.set()
 
-    def score(self, body: bytes) -> dict:
+    def score(self, body: bytes) -> tuple[dict, str]:
+        """The response to a request body, and where its time went (for the access log)."""
         champion = self.champion
+        started = time.perf_counter()
         batch = self.features.build(body)
+        features_done = time.perf_counter()
         matrix = batch.matrix
         if matrix.feature_names != champion.feature_names:
             raise ModelMismatch(
@@ -95,6 +98,7 @@ class OnlineScorer:
         for start in range(0, len(batch.rows), PREDICT_BATCH):
             chunk = batch.rows[start : start + PREDICT_BATCH]
             probabilities[start : start + len(chunk)] = champion.predict(gather_windows(matrix, chunk, champion.window))
+        model_done = time.perf_counter()
         names = [f"p_continue_{h}m" for h in champion.horizons]
         ids = matrix.classification_id[batch.rows].tolist()
         keys = matrix.user_key[batch.rows].tolist()
@@ -102,7 +106,10 @@ class OnlineScorer:
         predictions = [
             {"classification_id": i, "user_key": k, **dict(zip(names, p))} for i, k, p in zip(ids, keys, rows)
         ]
-        return {"predictions": predictions}
+        timing = (
+            f"features {(features_done - started) * 1000:.1f} ms, model {(model_done - features_done) * 1000:.1f} ms"
+        )
+        return {"predictions": predictions}, timing
 
 
 def _handler(scorer: OnlineScorer, log):
@@ -110,6 +117,7 @@ def _handler(scorer: OnlineScorer, log):
         protocol_version = "HTTP/1.1"  # keep-alive: a caller scoring as volunteers work reuses its connection
         server_version = "engagement-serve"
         rows = 0
+        timing = ""
 
         def _send(self, status: int, payload, content_type: str = "application/json") -> None:
             data = payload if isinstance(payload, bytes) else json.dumps(payload).encode()
@@ -148,7 +156,7 @@ def _handler(scorer: OnlineScorer, log):
                 self._error(HTTPStatus.UNSUPPORTED_MEDIA_TYPE, "BAD_REQUEST", "send Content-Type: application/json")
             else:
                 try:
-                    response = scorer.score(body)
+                    response, self.timing = scorer.score(body)
                 except BadRequest as error:
                     self._error(HTTPStatus.BAD_REQUEST, "BAD_REQUEST", str(error))
                 except (NoSnapshotError, ModelMismatch) as error:
@@ -163,7 +171,8 @@ def _handler(scorer: OnlineScorer, log):
         def log_request(self, code="-", size="-"):
             milliseconds = (time.perf_counter() - getattr(self, "started", time.perf_counter())) * 1000
             path = self.path if self.path in ("/ping", "/health", "/version", "/invocations") else "(other)"
-            log(f"{self.command} {path} {code} {self.rows} rows {milliseconds:.1f} ms")
+            timing = f" ({self.timing})" if self.timing else ""
+            log(f"{self.command} {path} {code} {self.rows} rows {milliseconds:.1f} ms{timing}")
 
         def log_message(self, format, *args):  # http.server's own messages: the request line is never logged
             log("http: " + (format.split(":")[0] if "%" in format else format))
@@ -173,9 +182,14 @@ def _handler(scorer: OnlineScorer, log):
 
 def make_server(home: Path, host: str, port: int, tracking, log=print, pool_size: int = 4) -> ThreadingHTTPServer:
     """A server for the pipeline under `home` (the warehouse's folder: snapshot and salt), not yet serving."""
+    import torch
+
     from engagement_pipeline.ingest import load_salt
     from engagement_pipeline.resources import Paths
 
+    # One intra-op thread per forward pass: requests already run side by side in threads, and torch's
+    # OpenMP workers spinning against them made a 100-row pass 4-10x slower on 2 busy cores (measured).
+    torch.set_num_threads(1)
     salt_file = Paths(home).salt_file
     if not salt_file.exists():
         raise SystemExit(f"{salt_file} does not exist: ingest exports first (engagement demo / engagement run)")
