@@ -25,6 +25,7 @@ not name it), and `user_name` only into the salted hash.
 
 import os
 import queue
+import re
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -50,8 +51,20 @@ CLASSIFICATION_COLUMNS = (
     "gold_standard", "expert", "subject_ids",
 )  # fmt: skip
 REQUEST_COLUMNS = tuple(c for c in PANOPTES_COLUMNS if c != "user_ip")  # user_ip is never read
-_RECORDS_SCHEMA = '{"dataframe_records": [{' + ", ".join(f'"{c}": "VARCHAR"' for c in REQUEST_COLUMNS) + "}]}"
+_STAGE_SQL = (SQL_DIR / "stage_rows.sql").read_text()
 _FEATURE_MODELS = models_for(["features"])
+
+
+def _read_by(sql_texts: list[str], columns: tuple[str, ...]) -> tuple[str, ...]:
+    """The `columns` some SQL text names (a name in a comment only costs reading a column for nothing)."""
+    return tuple(c for c in columns if any(re.search(rf"\b{c}\b", sql) for sql in sql_texts))
+
+
+# Only what the SQL reads is extracted or loaded: an export row's annotations and subject_data can be
+# megabytes that neither the staging nor any model reads. Both lists follow the SQL files by themselves.
+STAGED_COLUMNS = _read_by([_STAGE_SQL], REQUEST_COLUMNS)
+MODEL_COLUMNS = _read_by([model.sql for model in _FEATURE_MODELS], CLASSIFICATION_COLUMNS)
+_FIELD_PATHS = "[" + ", ".join(f"'$.{c}'" for c in STAGED_COLUMNS) + "]"  # one parse of each record for all of them
 
 
 class BadRequest(ValueError):
@@ -152,7 +165,6 @@ class OnlineFeatures:
         self.snapshot = snapshot
         self._salt = salt
         self._threads = threads
-        self._stage_sql = (SQL_DIR / "stage_rows.sql").read_text()
         self._feature_names: list[str] | None = None
         self._pool: queue.LifoQueue = queue.LifoQueue()
         for _ in range(pool_size):
@@ -182,8 +194,6 @@ class OnlineFeatures:
 
     def build(self, body: bytes | str) -> OnlineBatch:
         """The features of every record of a `{"dataframe_records": [...]}` body; BadRequest when unusable."""
-        import duckdb
-
         if not self.snapshot.exists():
             raise NoSnapshotError(
                 f"No history snapshot at {self.snapshot}: materialize the `history_snapshot` asset "
@@ -191,29 +201,38 @@ class OnlineFeatures:
             )
         text = body.decode("utf-8", errors="replace") if isinstance(body, bytes) else body
         with self.connection() as con:
-            try:
-                kind = con.execute("select json_type(?::json, '$.dataframe_records')", [text]).fetchone()[0]
-            except duckdb.Error:
-                raise BadRequest("the request body is not JSON") from None
-            if kind != "ARRAY":
-                raise BadRequest('expected a JSON object {"dataframe_records": [row, ...]} (MLflow records format)')
             return self._build(con, text)
 
     def _build(self, con, text: str) -> OnlineBatch:
+        import duckdb
+
         # Stage as the CSV reader does: every column text, empty fields and a bare NA are NULL.
-        staged = ", ".join(f"case when r.{c} in ('', 'NA') then null else r.{c} end as {c}" for c in REQUEST_COLUMNS)
-        con.execute(
-            f"""
-            create or replace temp table csv_rows as
-            select {staged}
-            from (select unnest(from_json(?::json, '{_RECORDS_SCHEMA}').dataframe_records) as r)
-            """,  # our own constant column names and schema
-            [text],
+        # The body is parsed by DuckDB, extracting only the columns the staging SQL reads (never user_ip).
+        staged = ", ".join(
+            f"case when f[{STAGED_COLUMNS.index(c) + 1}] in ('', 'NA') then null else f[{STAGED_COLUMNS.index(c) + 1}] end as {c}"
+            if c in STAGED_COLUMNS
+            else f"null::varchar as {c}"
+            for c in REQUEST_COLUMNS
         )
-        con.execute(self._stage_sql)  # -> parsed_rows: typed, user key hashed, each row judged
-        n, n_bad = con.execute("select count(*), count(reason) from parsed_rows").fetchone()
-        if n == 0:
+        try:
+            con.execute(
+                f"""
+                create or replace temp table csv_rows as
+                with records as (select unnest(json_extract(?, '$.dataframe_records[*]')) as record)
+                select {staged}
+                from (select json_extract_string(record, {_FIELD_PATHS}) as f from records)
+                """,  # our own constant column names and paths
+                [text],
+            )
+        except duckdb.Error:
+            raise BadRequest("the request body is not JSON") from None
+        if con.execute("select count(*) from csv_rows").fetchone()[0] == 0:
+            kind = con.execute("select json_type(?, '$.dataframe_records')", [text]).fetchone()[0]
+            if kind != "ARRAY":
+                raise BadRequest('expected a JSON object {"dataframe_records": [row, ...]} (MLflow records format)')
             raise BadRequest("dataframe_records is empty: send at least one row")
+        con.execute(_STAGE_SQL)  # -> parsed_rows: typed, user key hashed, each row judged
+        n, n_bad = con.execute("select count(*), count(reason) from parsed_rows").fetchone()
         if n_bad:
             shown = con.execute(
                 "select string_agg('record ' || idx || ': ' || reason, '; ' order by idx) "
@@ -222,7 +241,7 @@ class OnlineFeatures:
             more = f" (and {n_bad - 10} more)" if n_bad > 10 else ""
             raise BadRequest(f"{n_bad} of {n} record(s) cannot be scored: {shown}{more}")
 
-        columns = ", ".join(CLASSIFICATION_COLUMNS)
+        columns = ", ".join(MODEL_COLUMNS)
         con.execute(
             f"""
             create or replace table classifications as
@@ -230,7 +249,7 @@ class OnlineFeatures:
             history as (
                 select {columns} from read_parquet(?) where user_key in (select user_key from request_users)
             )
-            select {columns}, '' as source_file, 0::bigint as source_line, now() as ingested_at
+            select {columns}
             from (
                 select {columns}, 0 as copy_rank, 0 as idx from history
                 union all
