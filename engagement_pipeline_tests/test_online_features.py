@@ -67,6 +67,21 @@ def test_online_features_equal_the_batch_features_for_new_and_stored_rows(online
     assert any(k.startswith("h:") for k in batch.matrix.user_key[batch.rows])  # hashed like the ingest hashes
 
 
+def test_the_snapshot_holds_no_raw_identity(online_and_batch, tmp_path):
+    header, rows = read_rows(MICHIGAN_EXPORT)
+    secrets = {r[header.index(c)] for r in rows for c in ("user_name", "user_ip")} - {"", "NA"}
+    path = snapshot_path(tmp_path / "serving")
+    with duckdb.connect() as con:
+        columns = [name for (name, *_) in con.execute("describe select * from read_parquet(?)", [str(path)]).fetchall()]
+        decoded = " ".join(
+            str(v) for row in con.execute("select * from read_parquet(?)", [str(path)]).fetchall() for v in row
+        )
+    assert "user_name" not in columns and "user_ip" not in columns
+    raw = path.read_bytes().decode("latin-1")
+    assert not [s for s in secrets if s in decoded or s in raw]
+    assert [p.name for p in path.parent.iterdir()] == [path.name]  # no temporary left beside it
+
+
 def test_a_request_changes_nothing_stored_and_bad_records_are_named(online_and_batch, tmp_path):
     online, records, _ = online_and_batch
     before = snapshot_path(tmp_path / "serving").read_bytes()
