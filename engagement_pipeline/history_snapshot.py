@@ -161,7 +161,7 @@ class OnlineFeatures:
     a new file renamed into place is used from the next request on.
     """
 
-    def __init__(self, snapshot: Path, salt: str, pool_size: int = 4, threads: int = 2):
+    def __init__(self, snapshot: Path, salt: str, pool_size: int = 4, threads: int = 1):
         self.snapshot = snapshot
         self._salt = salt
         self._threads = threads
