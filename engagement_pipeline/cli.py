@@ -31,6 +31,7 @@ common jobs:
   engagement score --start D --end D    score every day of a range (inclusive)
   engagement dagster-ui                 the Dagster UI and daemon on http://127.0.0.1:3000
   engagement mlflow-ui                  the MLflow UI on the project's store, http://127.0.0.1:5000
+  engagement serve                      score raw export rows online, http://127.0.0.1:5001/invocations
 """
 
 # What a run prints per asset when it is done, when the asset reports it: the table as it
@@ -312,6 +313,13 @@ def cmd_dagster_ui(args) -> int:
     return _exec(dagster_ui_command(args.host, args.port), args.settings.child_environment())
 
 
+def cmd_serve(args) -> int:
+    from engagement_pipeline.serving import serve
+
+    resources = args.settings.resources()  # the history snapshot and the salt are the storage's files
+    return serve(resources["storage"], args.host, args.port, resources["tracking"])
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="engagement",
@@ -367,6 +375,12 @@ def build_parser() -> argparse.ArgumentParser:
         sub.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1: this machine only)")
         sub.add_argument("--port", type=int, default=port, help=f"port (default {port})")
         sub.set_defaults(func=func)
+
+    help_text = "score raw export rows online with the champion (MLflow's scoring protocol: POST /invocations)"
+    sub = commands.add_parser("serve", help=help_text, description=help_text + "; see README, Score online.")
+    sub.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1: this machine only)")
+    sub.add_argument("--port", type=int, default=5001, help="port (default 5001)")
+    sub.set_defaults(func=cmd_serve)
     return parser
 
 

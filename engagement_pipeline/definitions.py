@@ -6,6 +6,7 @@
             -> user_predictions, one file per UTC day  (scoring.py, nightly at 02:00 UTC)
                + checks feature_drift, realized_quality (monitoring.py)
             -> engagement_report, one HTML page per day (report.py)
+    classifications -> history_snapshot          (history_snapshot.py: what `engagement serve` reads)
 
 Runs execute in one process (`in_process_executor`) and the warehouse
 resource serializes processes with a file lock, because DuckDB allows one
@@ -17,6 +18,7 @@ inside the assets that use them, so loading this module stays fast.
 
 import dagster as dg
 
+from engagement_pipeline.history_snapshot import history_snapshot
 from engagement_pipeline.ingest import ingest_assets, ingest_checks
 from engagement_pipeline.monitoring import monitoring_checks
 from engagement_pipeline.report import engagement_report
@@ -31,8 +33,8 @@ from engagement_pipeline.train_asset import engagement_model
 # deliberate act (materialize `engagement_model`), since it can move the champion.
 refresh_warehouse_job = dg.define_asset_job(
     "refresh_warehouse",
-    selection=dg.AssetSelection.groups("ingest", "sessions_and_labels"),
-    description="Ingest new exports and rebuild sessions, features and labels.",
+    selection=dg.AssetSelection.groups("ingest", "sessions_and_labels") | dg.AssetSelection.assets(history_snapshot),
+    description="Ingest new exports, rebuild sessions, features and labels, and the online scorer's history snapshot.",
 )
 refresh_warehouse_schedule = dg.ScheduleDefinition(
     name="nightly_refresh_schedule",
@@ -60,7 +62,14 @@ nightly_report_schedule = dg.build_schedule_from_partitioned_job(
 def build_definitions(resources: dict) -> dg.Definitions:
     """The code location with these resources (Settings.resources(); the `engagement` command passes its own)."""
     return dg.Definitions(
-        assets=[*ingest_assets, *sql_model_assets(), engagement_model, user_predictions, engagement_report],
+        assets=[
+            *ingest_assets,
+            *sql_model_assets(),
+            engagement_model,
+            user_predictions,
+            engagement_report,
+            history_snapshot,
+        ],
         asset_checks=[*ingest_checks, *sql_model_checks, *monitoring_checks],
         jobs=[refresh_warehouse_job, nightly_scoring_job, nightly_report_job],
         schedules=[refresh_warehouse_schedule, nightly_scoring_schedule, nightly_report_schedule],

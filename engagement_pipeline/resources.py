@@ -79,6 +79,11 @@ class Storage(dg.ConfigurableResource):
         return self.root / "reports"
 
     @property
+    def serving(self) -> Path:
+        """The online scorer's history snapshot (history_snapshot.py), read without the warehouse lock."""
+        return self.root / "serving"
+
+    @property
     def ingest_scratch(self) -> Path:
         return self.root / "ingest_tmp"
 

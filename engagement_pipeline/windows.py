@@ -79,14 +79,18 @@ def ordered_features_sql(names: list[str], where_sql: str = "", table: str = FEA
     """
 
 
-def load_feature_matrix(con, where_sql: str = "", params: list | None = None) -> FeatureMatrix:
+def load_feature_matrix(
+    con, where_sql: str = "", params: list | None = None, names: list[str] | None = None
+) -> FeatureMatrix:
     """Read `features` (optionally restricted by `where_sql` with `?` params) into a FeatureMatrix.
+
+    `names` are the feature columns when the caller already knows them (`feature_names(con)` otherwise).
 
     Arrow -> numpy column by column: NULLs become NaN, no Python loop over rows.
     (`con.sql(...).to_arrow_table()` rather than `execute`: duckdb 2 warns that
     Arrow output of a DB-API result costs an extra copy of the rows.)
     """
-    names = feature_names(con)
+    names = names if names is not None else feature_names(con)
     table = con.sql(ordered_features_sql(names, where_sql), params=params or []).to_arrow_table()
     n = table.num_rows
     X = np.empty((n, len(names)), dtype=np.float32)

@@ -1,0 +1,99 @@
+"""The online road to `features` (history_snapshot.OnlineFeatures) against the batch road, on real exports.
+
+Two warehouses from the bundled Zooniverse fixtures: (A) the Michigan sample
+without its latest quarter, snapshotted; (AB) everything, the cat project's
+export included, with the SQL models built. The held-out rows, sent as raw
+export rows (strings, NA fields, user_ip, shuffled, mixed with rows already
+in A's history), must get exactly AB's features and user keys: no second
+definition of any feature exists to drift.
+"""
+
+import json
+import random
+
+import duckdb
+import numpy as np
+import pytest
+
+from engagement_pipeline.history_snapshot import BadRequest, OnlineFeatures, snapshot_path, write_snapshot
+from engagement_pipeline.ingest import ingest_exports, load_salt
+from engagement_pipeline.sql_models import build_models, models_for
+from engagement_pipeline.windows import load_feature_matrix
+from engagement_pipeline_tests.conftest import CAT_EXPORT, MICHIGAN_EXPORT, csv_text, read_rows
+
+
+def _warehouse(path, files, salt, scratch):
+    con = duckdb.connect(str(path))
+    con.execute("SET TimeZone = 'UTC'")
+    ingest_exports(con, files, salt, scratch)
+    return con
+
+
+@pytest.fixture
+def online_and_batch(tmp_path):
+    salt = load_salt(tmp_path / "salt")
+    header, rows = read_rows(MICHIGAN_EXPORT)
+    created = header.index("created_at")
+    cutoff = sorted(r[created] for r in rows)[int(len(rows) * 0.75)]
+    history = [r for r in rows if r[created] < cutoff]
+    held = [r for r in rows if r[created] >= cutoff]
+    (tmp_path / "a.csv").write_text(csv_text(header, history))
+    (tmp_path / "b.csv").write_text(csv_text(header, held))
+    with _warehouse(tmp_path / "a.duckdb", [tmp_path / "a.csv"], salt, tmp_path / "scratch") as con:
+        write_snapshot(con, tmp_path / "serving")
+    files = [tmp_path / "a.csv", tmp_path / "b.csv", CAT_EXPORT]
+    with _warehouse(tmp_path / "ab.duckdb", files, salt, tmp_path / "scratch") as con:
+        build_models(con, models_for(["features"]))
+        reference = load_feature_matrix(con)
+    cat_header, cat_rows = read_rows(CAT_EXPORT)
+    records = [dict(zip(header, r)) for r in held + history[-30:]] + [dict(zip(cat_header, r)) for r in cat_rows]
+    random.Random(0).shuffle(records)
+    online = OnlineFeatures(snapshot_path(tmp_path / "serving"), salt, pool_size=1)
+    return online, records, reference
+
+
+def test_online_features_equal_the_batch_features_for_new_and_stored_rows(online_and_batch):
+    online, records, reference = online_and_batch
+    batch = online.build(json.dumps({"dataframe_records": records}))
+    ids = batch.matrix.classification_id[batch.rows]
+    assert ids.tolist() == [int(r["classification_id"]) for r in records]
+    where = {c: i for i, c in enumerate(reference.classification_id.tolist())}
+    expected = np.array([where[c] for c in ids])
+    assert batch.matrix.feature_names == reference.feature_names
+    assert (batch.matrix.user_key[batch.rows] == reference.user_key[expected]).all()
+    got, want = batch.matrix.X[batch.rows], reference.X[expected]
+    assert (np.isnan(got) == np.isnan(want)).all()
+    np.testing.assert_allclose(np.nan_to_num(got), np.nan_to_num(want), rtol=0, atol=1e-6)
+    assert any(k.startswith("h:") for k in batch.matrix.user_key[batch.rows])  # hashed like the ingest hashes
+
+
+def test_the_snapshot_holds_no_raw_identity(online_and_batch, tmp_path):
+    header, rows = read_rows(MICHIGAN_EXPORT)
+    secrets = {r[header.index(c)] for r in rows for c in ("user_name", "user_ip")} - {"", "NA"}
+    path = snapshot_path(tmp_path / "serving")
+    with duckdb.connect() as con:
+        columns = [name for (name, *_) in con.execute("describe select * from read_parquet(?)", [str(path)]).fetchall()]
+        decoded = " ".join(
+            str(v) for row in con.execute("select * from read_parquet(?)", [str(path)]).fetchall() for v in row
+        )
+    assert "user_name" not in columns and "user_ip" not in columns
+    raw = path.read_bytes().decode("latin-1")
+    assert not [s for s in secrets if s in decoded or s in raw]
+    assert [p.name for p in path.parent.iterdir()] == [path.name]  # no temporary left beside it
+
+
+def test_a_request_changes_nothing_stored_and_bad_records_are_named(online_and_batch, tmp_path):
+    online, records, _ = online_and_batch
+    before = snapshot_path(tmp_path / "serving").read_bytes()
+    online.build(json.dumps({"dataframe_records": records[:50]}))
+    assert snapshot_path(tmp_path / "serving").read_bytes() == before
+
+    broken = [dict(records[0], classification_id="x1"), dict(records[1], created_at="NA"), records[2]]
+    with pytest.raises(BadRequest, match="2 of 3 record.*record 0: missing or non-numeric classification_id"):
+        online.build(json.dumps({"dataframe_records": broken}))
+    with pytest.raises(BadRequest, match="dataframe_records"):
+        online.build(json.dumps({"inputs": records[:2]}))
+    with pytest.raises(BadRequest, match="empty"):
+        online.build(json.dumps({"dataframe_records": []}))
+    with pytest.raises(BadRequest, match="not JSON"):
+        online.build(b"{not json")
