@@ -11,7 +11,7 @@
   carries them) into the `features` rows of those classifications, the way
   the batch path does, with the batch path's own code: the rows are staged
   as the CSV reader stages them (text, `NA` and empty fields NULL), typed and
-  hashed by the ingest's `ingest_sql/stage_rows.sql`, joined to the stored
+  hashed by the ingest's `ingest_sql/parse_rows.sql`, joined to the stored
   history of their volunteers only (every feature of a classification uses
   that classification and the same user's earlier ones, so other users
   change nothing), deduplicated by `classification_id` as the ingest does
@@ -35,7 +35,8 @@ from pathlib import Path
 import dagster as dg
 import numpy as np
 
-from engagement_pipeline.ingest import PANOPTES_COLUMNS, SQL_DIR
+from engagement_pipeline.ingest import PANOPTES_COLUMNS
+from engagement_pipeline.ingest_load import sql_text
 from engagement_pipeline.resources import Storage, Warehouse
 from engagement_pipeline.sql_models import models_for
 from engagement_pipeline.windows import FeatureMatrix, feature_names, load_feature_matrix
@@ -50,7 +51,7 @@ CLASSIFICATION_COLUMNS = (
     "gold_standard", "expert", "subject_ids",
 )  # fmt: skip
 REQUEST_COLUMNS = tuple(c for c in PANOPTES_COLUMNS if c != "user_ip")  # user_ip is never read
-_STAGE_SQL = (SQL_DIR / "stage_rows.sql").read_text()
+_STAGE_SQL = sql_text("parse_rows")  # the ingest's own parse step: csv_rows -> parsed_rows
 _FEATURE_MODELS = models_for(["features"])
 
 
@@ -235,7 +236,7 @@ class OnlineFeatures:
         if n_bad:
             shown = con.execute(
                 "select string_agg('record ' || idx || ': ' || reason, '; ' order by idx) "
-                "from (select idx, reason from parsed_rows where reason is not null order by idx limit 10)"
+                "from (select rowid as idx, reason from parsed_rows where reason is not null order by rowid limit 10)"
             ).fetchone()[0]
             more = f" (and {n_bad - 10} more)" if n_bad > 10 else ""
             raise BadRequest(f"{n_bad} of {n} record(s) cannot be scored: {shown}{more}")
@@ -252,7 +253,7 @@ class OnlineFeatures:
             from (
                 select {columns}, 0 as copy_rank, 0 as idx from history
                 union all
-                select {columns}, 1 as copy_rank, idx from parsed_rows
+                select {columns}, 1 as copy_rank, rowid as idx from parsed_rows
             )
             qualify row_number() over (partition by classification_id order by copy_rank, idx) = 1
             """,  # our own constant column names
@@ -263,7 +264,7 @@ class OnlineFeatures:
             # (upstream check, transaction, row count): this database is private and rebuilt every request.
             con.execute(f'create or replace table "{model.name}" as\n{model.sql}')
         matrix = load_feature_matrix(con, names=self.feature_names(con))
-        ids = con.execute("select classification_id from parsed_rows order by idx").fetchnumpy()["classification_id"]
+        ids = con.execute("select classification_id from parsed_rows order by rowid").fetchnumpy()["classification_id"]
         ids = np.asarray(ids, dtype=np.int64)
         order = np.argsort(matrix.classification_id, kind="stable")
         rows = order[np.searchsorted(matrix.classification_id, ids, sorter=order)]
