@@ -3,6 +3,10 @@
     .venv/bin/python benchmarks/model_quality.py                       # seeds 7 11 23 at 150k, seed 7 at 300k
     .venv/bin/python benchmarks/model_quality.py --seeds 7 11 23 --rows 150000 --extra-sizes 300000
     .venv/bin/python benchmarks/model_quality.py --shapes default traits habits --seeds 7 --extra-sizes
+    .venv/bin/python benchmarks/model_quality.py --exports ../shared/data/real/serengeti-talk-panoptes.csv.gz
+
+With --exports (one or more export files), only those are trained on (one
+sample per file), instead of generated samples.
 
 For each shape of generated volunteers (`--shapes`, default: the bundled sample's `default`; see
 engagement_pipeline/sample/shapes.py: `traits` and `habits` stop for other reasons than the default)
@@ -15,7 +19,9 @@ ROC-AUC per model and horizon (CONTRACT.md names), and the same on test rows
 of volunteers never seen in training (`*_test_roc_auc_new_users_*`). Every
 model is scored on the same test rows within a sample, so the columns of one
 sample are directly comparable; `lstm wins` says whether the LSTM beats every
-baseline on that horizon.
+baseline on that horizon, and the last table gives each test ROC-AUC with its
+volunteer-level bootstrap 95% interval and the lift over the best baseline
+(`lift_roc_auc_{W}m`, paired intervals) in words.
 
 Training takes ~2-3 minutes per 150k classifications on 2 cores; the default
 run (four samples) takes ~15 minutes.
@@ -34,8 +40,12 @@ from pathlib import Path
 MODELS = ("lstm", "logistic", "gbdt", "random_forest", "base_rate")
 
 
-def train_on_sample(home: Path, seed: int, rows: int, shape: str) -> tuple[dict[str, float], list[int], float]:
-    """Generate, ingest, model and train in `home`; return the MLflow run's metrics, the horizons and seconds."""
+def train_on_sample(
+    home: Path, seed: int, rows: int, shape: str, export: Path | None = None
+) -> tuple[dict[str, float], list[int], float]:
+    """Generate (or copy `export`), ingest, model and train in `home`; return the run's metrics, horizons, seconds."""
+    import shutil
+
     import dagster as dg
     import mlflow
 
@@ -48,7 +58,11 @@ def train_on_sample(home: Path, seed: int, rows: int, shape: str) -> tuple[dict[
     os.environ["ENGAGEMENT_HOME"] = str(home)
     os.environ["ENGAGEMENT_EXPORTS_DIR"] = str(home / "exports")
     os.environ.pop("MLFLOW_TRACKING_URI", None)  # the sample's own sqlite store under `home`
-    write_export(home / "exports" / SAMPLE_FILE_NAME, rows, seed, shape)
+    if export is None:
+        write_export(home / "exports" / SAMPLE_FILE_NAME, rows, seed, shape)
+    else:
+        (home / "exports").mkdir(parents=True, exist_ok=True)
+        shutil.copy(export, home / "exports" / export.name)
     started = time.perf_counter()
     result = dg.materialize(
         [*ingest_assets, *sql_model_assets(), engagement_model],
@@ -91,6 +105,28 @@ def markdown_table(results: list[tuple[str, int, int, dict[str, float], list[int
     return "\n".join(lines)
 
 
+def interval_table(results) -> str:
+    """Test ROC-AUC [95% CI] per model and horizon, and the lift of the LSTM over the best baseline, per sample."""
+    from engagement_pipeline.evaluation import markdown_table
+
+    horizons = results[0][4]
+    rows = []
+    for shape, seed, rows_n, metrics, _, _ in results:
+        for model in MODELS:
+            cells = []
+            for w in horizons:
+                key = f"{prefix(model)}test_roc_auc_{w}m"
+                v, lo, hi = (metrics.get(key + t, float("nan")) for t in ("", "_ci_low", "_ci_high"))
+                cells.append(f"{v:.4f} [{lo:.4f}, {hi:.4f}]")
+            rows.append([f"{shape} {seed}", f"{rows_n:,}", model, *cells])
+        lift = []
+        for w in horizons:
+            v, lo, hi = (metrics.get(f"lift_roc_auc_{w}m" + t, float("nan")) for t in ("", "_ci_low", "_ci_high"))
+            lift.append(f"{v:+.4f} [{lo:+.4f}, {hi:+.4f}]")
+        rows.append([f"{shape} {seed}", f"{rows_n:,}", "lift over best baseline", *lift])
+    return markdown_table(["sample", "rows", "model", *(f"{w}m ROC-AUC [95% CI]" for w in horizons)], rows)
+
+
 def main(argv: list[str] | None = None) -> int:
     from engagement_pipeline.sample import DEFAULT_SHAPE, SHAPES
 
@@ -107,17 +143,22 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--extra-sizes", type=int, nargs="*", default=[300_000], help="further sizes, run with the first seed"
     )
+    parser.add_argument("--exports", type=Path, nargs="*", default=[], help="real export files instead of samples")
     args = parser.parse_args(argv)
-    samples = [(seed, args.rows) for seed in args.seeds] + [(args.seeds[0], rows) for rows in args.extra_sizes]
+    samples = [(seed, args.rows, None) for seed in args.seeds] + [(args.seeds[0], n, None) for n in args.extra_sizes]
+    if args.exports:
+        samples = [(path.name.split(".")[0], 0, path.resolve()) for path in args.exports]
     results = []
-    for shape in args.shapes:
-        for seed, rows in samples:
+    for shape in args.shapes if not args.exports else ["real"]:
+        for seed, rows, export in samples:
             with tempfile.TemporaryDirectory(prefix=f"model_quality_{shape}_{seed}_{rows}_") as folder:
-                metrics, horizons, seconds = train_on_sample(Path(folder), seed, rows, shape)
+                metrics, horizons, seconds = train_on_sample(Path(folder), seed, rows, shape, export)
                 results.append((shape, seed, rows, metrics, horizons, seconds))
             print(markdown_table(results[-1:]), flush=True)
     print("\nTest ROC-AUC (and on volunteers never seen in training), default training config:\n")
     print(markdown_table(results))
+    print("\nWith volunteer-level bootstrap 95% intervals:\n")
+    print(interval_table(results))
     return 0
 
 

@@ -125,7 +125,6 @@ def run_training(data: Dataset, config: TrainingConfig, tracking: Tracking, log=
     """Split, fit, evaluate, log to MLflow, register and promote. `log` is any logger with .info."""
     import mlflow
 
-    from engagement_pipeline.baselines import fit_baselines
     from engagement_pipeline.model import fit_scaling
 
     say = log.info if log is not None else (lambda message: None)
@@ -149,15 +148,9 @@ def run_training(data: Dataset, config: TrainingConfig, tracking: Tracking, log=
         say(f"LSTM {stopping}")
         lstm_seconds = time.perf_counter() - started
         p_lstm = predict(model, matrix, split.test, config.window, "cpu")
-        say("fitting baselines (key parameters chosen on validation)")
         baselines_started = time.perf_counter()
-        fitted = fit_baselines(
-            matrix.X, split.labels, split, scaling, matrix.feature_names, config.seed,
-            config.forest_max_train_rows, config.baseline_search_seconds,
-        )  # fmt: skip
+        fitted = fit_all_baselines(data, split, scaling, config, say)
         baseline_seconds = time.perf_counter() - baselines_started
-        if fitted.dropped_features:
-            say(f"baselines: dropped features with no observed value in train: {', '.join(fitted.dropped_features)}")
         predictions = {"lstm": p_lstm, **fitted.predictions}
         scored = evaluate_run(data, split, predictions, config)
         log_evaluation(scored, fitted, stopping, lstm_seconds, baseline_seconds)
@@ -187,6 +180,21 @@ def run_training(data: Dataset, config: TrainingConfig, tracking: Tracking, log=
         lift=evaluation.lift_sentences(scored), dropped_features=fitted.dropped_features,
         degenerate_horizons=degenerate, chosen_parameters=fitted.chosen, test_predictions=p_lstm, plots=plots,
     )  # fmt: skip
+
+
+def fit_all_baselines(data: Dataset, split: Split, scaling, config: TrainingConfig, say):
+    """The four baselines on the same split, saying which features they had to drop."""
+    from engagement_pipeline.baselines import fit_baselines
+
+    say("fitting baselines (key parameters chosen on validation)")
+    matrix = data.matrix
+    fitted = fit_baselines(
+        matrix.X, split.labels, split, scaling, matrix.feature_names, config.seed,
+        config.forest_max_train_rows, config.baseline_search_seconds,
+    )  # fmt: skip
+    if fitted.dropped_features:
+        say(f"baselines: dropped features with no observed value in train: {', '.join(fitted.dropped_features)}")
+    return fitted
 
 
 def evaluate_run(data: Dataset, split: Split, predictions: dict, config: TrainingConfig) -> evaluation.Evaluation:

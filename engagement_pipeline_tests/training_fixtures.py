@@ -112,3 +112,20 @@ def make_warehouse(path: Path, n_rows: int = 3_000, seed: int = 0) -> Path:
     with duckdb.connect(str(path)) as con:
         write_tables(con, synthetic_classifications(n_rows, seed=seed))
     return path
+
+
+def crown_latest_version(tracking) -> str:
+    """Give the `champion` alias to the latest registered version, bypassing the promotion gate.
+
+    For tests of scoring and serving whose few-thousand-row exports hold too few
+    volunteers in the test period for the gate's bootstrap interval to clear 0.5
+    (6,000 generated rows: 24 test volunteers, interval ~[0.43, 0.85]). A test of
+    the gate itself must never call this.
+    """
+    from engagement_pipeline.resources import CHAMPION_ALIAS
+
+    client = tracking.client()
+    name = tracking.registered_model_name
+    latest = max(client.search_model_versions(f"name = '{name}'"), key=lambda v: int(v.version))
+    client.set_registered_model_alias(name, CHAMPION_ALIAS, latest.version)
+    return str(latest.version)
