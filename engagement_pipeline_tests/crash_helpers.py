@@ -201,6 +201,12 @@ def build_scored_home(home: Path, exports: Path, logs: Path, generated_rows: int
     env = pipeline_env(home, exports)
     logs.mkdir(parents=True, exist_ok=True)
     run_to_end(materialize_argv("*engagement_model", training=TINY_TRAINING), env, logs / "base-train.log")
+    from engagement_pipeline.resources import Tracking
+    from engagement_pipeline_tests.training_fixtures import crown_latest_version
+
+    crown_latest_version(
+        Tracking(home=str(home))
+    )  # a tiny export cannot pass the promotion gate: these tests are about what happens after it
     run_to_end(materialize_argv("user_predictions", partition=SCORE_DAY), env, logs / "base-score.log")
     return env
 

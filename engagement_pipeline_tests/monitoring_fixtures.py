@@ -18,12 +18,12 @@ from pathlib import Path
 import dagster as dg
 
 from engagement_pipeline.ingest import ingest_assets
-from engagement_pipeline.resources import Warehouse
 from engagement_pipeline.sample import write_export
 from engagement_pipeline.sql_models import sql_model_assets
 from engagement_pipeline.train_asset import engagement_model
 from engagement_pipeline_tests.conftest import QUICK_TRAINING
 from engagement_pipeline_tests.project import project_resources
+from engagement_pipeline_tests.training_fixtures import crown_latest_version
 
 TRAIN_ROWS, TRAIN_SEED = 8_000, 3
 GROWN_ROWS, GROWN_SEED = 150_000, 11
@@ -40,7 +40,6 @@ def build_world(base: Path) -> Path:
     exports = home.parent / "exports"
     exports.mkdir(parents=True, exist_ok=True)
     (home / "dagster").mkdir(parents=True, exist_ok=True)
-    resources = {"warehouse": Warehouse(), "tracking": project_resources()["tracking"]}
     import pytest
 
     with pytest.MonkeyPatch.context() as env:
@@ -48,6 +47,7 @@ def build_world(base: Path) -> Path:
         env.setenv("DAGSTER_HOME", str(home / "dagster"))
         env.setenv("ENGAGEMENT_EXPORTS_DIR", str(exports))
         env.delenv("MLFLOW_TRACKING_URI", raising=False)
+        resources = project_resources()  # of this home: the environment is read when they are built
         write_export(exports / "first.csv", n_classifications=TRAIN_ROWS, seed=TRAIN_SEED)
         trained = dg.materialize(
             [*ingest_assets, *sql_model_assets(), engagement_model],
@@ -55,6 +55,8 @@ def build_world(base: Path) -> Path:
             run_config={"ops": {"engagement_model": {"config": QUICK_TRAINING}}},
         )
         assert trained.success
+        # a tiny export cannot pass the promotion gate: these tests are about what happens after it
+        crown_latest_version(resources["tracking"])
         # the project grows: a new full export, the warehouse rebuilt from it
         (exports / "first.csv").unlink()
         for path in home.glob("warehouse.duckdb*"):
@@ -82,4 +84,4 @@ def shift_task_durations(day: str, factor: int = 5) -> None:
             "where created_at >= ? and created_at < ? and started_at is not null and finished_at is not null",
             [factor, start, start + dt.timedelta(days=1)],
         )
-    assert dg.materialize(sql_model_assets, resources={"warehouse": Warehouse()}).success
+    assert dg.materialize(sql_model_assets(), resources=project_resources()).success

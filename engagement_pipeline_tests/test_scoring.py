@@ -32,6 +32,7 @@ from engagement_pipeline.train_asset import engagement_model
 from engagement_pipeline.windows import gather_windows, load_feature_matrix
 from engagement_pipeline_tests.conftest import QUICK_TRAINING, csv_text
 from engagement_pipeline_tests.project import project_resources
+from engagement_pipeline_tests.training_fixtures import crown_latest_version
 
 CONTRACT_COLUMNS = [
     "user_key", "as_of", "last_classification_at", "n_classifications",
@@ -76,6 +77,9 @@ def trained(tmp_path_factory) -> Path:
             run_config={"ops": {"engagement_model": {"config": QUICK_TRAINING}}},
         )
         assert result.success
+        crown_latest_version(
+            project_resources()["tracking"]
+        )  # a tiny export cannot pass the promotion gate: these tests are about what happens after it
     return home
 
 

@@ -44,6 +44,7 @@ from engagement_pipeline.sql_models import sql_model_assets, sql_model_checks
 from engagement_pipeline.train_asset import engagement_model
 from engagement_pipeline_tests.conftest import QUICK_TRAINING
 from engagement_pipeline_tests.project import project_resources
+from engagement_pipeline_tests.training_fixtures import crown_latest_version
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 SNAPSHOT = Path(__file__).parent / "snapshots" / "definitions.json"
@@ -305,6 +306,9 @@ def trained(tmp_path_factory) -> tuple[Path, dict]:
             run_config={"ops": {"engagement_model": {"config": QUICK_TRAINING}}},
         )
         assert result.success
+        crown_latest_version(
+            project_resources()["tracking"]
+        )  # a tiny export cannot pass the promotion gate: these tests are about what happens after it
     (reported,) = [
         {key: getattr(value, "value", value) for key, value in event.materialization.metadata.items()}
         for event in result.get_asset_materialization_events()

@@ -35,6 +35,7 @@ from engagement_pipeline.windows import gather_windows, load_feature_matrix
 from engagement_pipeline_tests.conftest import QUICK_TRAINING, csv_text
 from engagement_pipeline_tests.project import project_resources
 from engagement_pipeline_tests.test_servers import free_port, log_tail, server_group, stop_group, wait_until
+from engagement_pipeline_tests.training_fixtures import crown_latest_version
 
 pytestmark = pytest.mark.slow
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -48,6 +49,10 @@ def _pipeline(home: Path, exports: Path, assets: list, **run_config) -> None:
         env.delenv("MLFLOW_TRACKING_URI", raising=False)
         result = dg.materialize(assets, resources=project_resources(), run_config=run_config or None)
         assert result.success
+        if engagement_model in assets:
+            crown_latest_version(
+                project_resources()["tracking"]
+            )  # a tiny export cannot pass the promotion gate: these tests are about what happens after it
 
 
 def _split(rows: list[dict]) -> tuple[list[dict], list[dict]]:
@@ -93,6 +98,9 @@ def pipeline(tmp_path_factory):
     )
     batch_home = root / "batch_home"
     shutil.copytree(home, batch_home)
+    # the same project's grown export, in a warehouse rebuilt from it (same salt, same champion)
+    for stale in batch_home.glob("warehouse.duckdb*"):
+        stale.unlink()
     _pipeline(batch_home, exports_ab, [*ingest_assets, *sql_model_assets()])
     with pytest.MonkeyPatch.context() as env:
         env.setenv("ENGAGEMENT_HOME", str(batch_home))
