@@ -226,13 +226,13 @@ class OnlineFeatures:
             )
         except duckdb.Error:
             raise BadRequest("the request body is not JSON") from None
-        if con.execute("select count(*) from csv_rows").fetchone()[0] == 0:
+        if con.execute("select count(*) from csv_rows").fetchall() == [(0,)]:  # fetched to the end: DuckDB 2 wants that
             kind = con.execute("select json_type(?, '$.dataframe_records')", [text]).fetchone()[0]
             if kind != "ARRAY":
                 raise BadRequest('expected a JSON object {"dataframe_records": [row, ...]} (MLflow records format)')
             raise BadRequest("dataframe_records is empty: send at least one row")
         con.execute(_STAGE_SQL)  # -> parsed_rows: typed, user key hashed, each row judged
-        n, n_bad = con.execute("select count(*), count(reason) from parsed_rows").fetchone()
+        ((n, n_bad),) = con.execute("select count(*), count(reason) from parsed_rows").fetchall()
         if n_bad:
             shown = con.execute(
                 "select string_agg('record ' || idx || ': ' || reason, '; ' order by idx) "
