@@ -37,6 +37,10 @@ CSV_BUFFER_BYTES = 2 * MAX_LINE_BYTES  # DuckDB's read buffer; its default (16 x
 # (nothing of it stored): it is most likely not what it seems (dates in another
 # format, another table's export). The asset's run config can change it.
 MAX_FILE_REJECTED_SHARE = 0.9
+# DuckDB's memory_limit during the load: the typed rows of a big export spill to
+# duckdb_tmp past it (they hold no user_ip or user_name), so the whole ingest
+# process stays under 2 GB; the warehouse's own limit is put back after it.
+INGEST_MEMORY_LIMIT = "1GB"
 
 
 @dataclass
@@ -301,6 +305,30 @@ def ingest_exports(
 
     report = IngestReport()
     scratch.mkdir(parents=True, exist_ok=True)
+    previous_limit = _set_memory_limit(con, INGEST_MEMORY_LIMIT)
+    try:
+        _ingest_new_files(con, files, new_files, scans, salt, scratch, log, max_rejected_share, report)
+    finally:
+        _set_memory_limit(con, previous_limit)
+    return report
+
+
+def _set_memory_limit(con, limit: str) -> str:
+    """Lower DuckDB's memory_limit to `limit` (never raise it); returns the one before."""
+    (previous,) = run_sql(con, "current_memory_limit").fetchone()
+    if _bytes(limit) < _bytes(previous):
+        run_sql(con, "set_memory_limit", memory_limit=limit)
+    return previous
+
+
+def _bytes(size: str) -> float:
+    """'1GB', '953.6 MiB', '3.7 GiB' -> bytes (DuckDB's own spellings)."""
+    number = size.strip().rstrip("BbiIKkMmGgTt ")
+    unit = size.strip()[len(number) :].strip().upper().replace("IB", "").replace("B", "")
+    return float(number) * {"": 1, "K": 2**10, "M": 2**20, "G": 2**30, "T": 2**40}[unit]
+
+
+def _ingest_new_files(con, files, new_files, scans, salt, scratch, log, max_rejected_share, report) -> None:
     # A run killed mid-file leaves its UTF-8 copy behind; we hold the warehouse
     # lock, so no other ingest is using one now. They hold raw user_ip values.
     for leftover in [*scratch.glob(f"{TRANSCODED_PREFIX}*.csv"), *scratch.glob(f"{LINK_PREFIX}*")]:
@@ -319,4 +347,3 @@ def ingest_exports(
                 + (" (non-UTF-8 bytes read as Latin-1)" if result.transcoded else "")
                 + (f" (read as {encoding})" if encoding != "utf-8" else "")
             )
-    return report

@@ -63,7 +63,13 @@ from (
     select
         parsed_rows.rowid as idx,
         parsed_rows.reason,
-        parsed_rows.row_as_read
+        from_json(
+            parsed_rows.row_as_read,
+            '{"classification_id": "VARCHAR", "user_id": "VARCHAR", "workflow_id": "VARCHAR", '
+            || '"workflow_name": "VARCHAR", "workflow_version": "VARCHAR", "created_at": "VARCHAR", '
+            || '"gold_standard": "VARCHAR", "expert": "VARCHAR", "metadata": "VARCHAR", '
+            || '"annotations": "VARCHAR", "subject_data": "VARCHAR", "subject_ids": "VARCHAR"}'
+        ) as row_as_read
     from parsed_rows
     where parsed_rows.reason is not null
 ) as rejected

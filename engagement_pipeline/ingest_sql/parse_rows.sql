@@ -117,7 +117,8 @@ select
     end as gold_standard,
     expert is not null and lower(expert) not in ('false', 'f', '0') as expert,
     subject_ids,
-    case when reason is not null then row_as_read end as row_as_read,
+    -- JSON text for a rejected row only (the CASE computes it for those rows alone), NULL for the others.
+    case when reason is not null then cast(to_json(row_as_read) as varchar) end as row_as_read,
     -- The file's names, as a salted 64-bit digest, to withhold them by value
     -- from a rejected row whose columns are shifted (temp table, dropped after the file).
     hash(getvariable('salt') || user_name) as name_digest
