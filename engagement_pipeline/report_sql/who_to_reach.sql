@@ -17,8 +17,8 @@ with scored_rows as (
     from day_predictions
     left join features
         on
-            day_predictions.user_key = features.user_key
-            and day_predictions.last_classification_at = features.created_at
+        day_predictions.user_key = features.user_key
+        and day_predictions.last_classification_at = features.created_at
     qualify row_number() over (
         partition by day_predictions.user_key order by features.classification_id desc
     ) = 1
