@@ -115,7 +115,14 @@ def pipeline(tmp_path_factory):
         int(matrix.classification_id[i]): (str(matrix.user_key[i]), probabilities[n]) for n, i in enumerate(index)
     }
     assert len(reference) == len(held)
-    return {"home": home, "exports_ab": exports_ab, "held": held, "history": history, "reference": reference}
+    return {
+        "home": home,
+        "exports_a": exports_a,
+        "exports_ab": exports_ab,
+        "held": held,
+        "history": history,
+        "reference": reference,
+    }
 
 
 def _copy_home(pipeline, tmp_path: Path) -> Path:
@@ -249,11 +256,14 @@ def test_keeps_answering_while_the_pipeline_runs_and_uses_the_new_history_withou
         while not stop.is_set():
             statuses.append(server.invocations(_request_rows(held)[:20]).status_code)
 
+    # The project's exports folder grows by a new file (the held-out rows); the home keeps its one folder.
+    grown = pipeline["exports_a"] / "b.csv"
+    shutil.copy(pipeline["exports_ab"] / "b.csv", grown)
     asking = threading.Thread(target=keep_asking)
     asking.start()
     try:
         # The pipeline takes the warehouse (ingest of B, SQL models), then writes a new snapshot.
-        monkeypatch.setenv("ENGAGEMENT_EXPORTS_DIR", str(pipeline["exports_ab"]))
+        monkeypatch.setenv("ENGAGEMENT_EXPORTS_DIR", str(pipeline["exports_a"]))
         started = time.monotonic()
         result = dg.materialize(
             [*ingest_assets, *sql_model_assets(), history_snapshot],
@@ -264,6 +274,7 @@ def test_keeps_answering_while_the_pipeline_runs_and_uses_the_new_history_withou
     finally:
         stop.set()
         asking.join(timeout=120)
+        grown.unlink()  # the folder is the module's: other tests see it as it was
     assert statuses and set(statuses) == {200}, f"{statuses.count(200)} of {len(statuses)} answered"
     print(f"{len(statuses)} requests answered while the pipeline ran for {refresh_s:.0f}s")
 
