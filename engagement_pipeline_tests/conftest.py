@@ -22,6 +22,9 @@ QUICK_TRAINING = {
     "max_wide_examples": 5_000,
     "forest_max_train_rows": 2_000,
     "hidden_size": 8,
+    # the search and the intervals run for real, on a smaller budget: the tests judge the plumbing
+    "baseline_search_seconds": 1.0,
+    "bootstrap_resamples": 50,
 }
 
 
