@@ -81,7 +81,19 @@ def csv_text(header: list[str], rows: list[list[str]], line_ending: str = "\n") 
 # Modules whose every test starts real servers or pipeline subprocesses, or trains a model
 # through Dagster: `pytest -m "not slow"` leaves them out for a fast everyday loop. Single slow
 # tests elsewhere carry @pytest.mark.slow themselves.
-SLOW_MODULES = frozenset({"test_servers", "test_crashes", "test_concurrency", "test_scoring"})
+SLOW_MODULES = frozenset(
+    {
+        "test_servers",
+        "test_crashes",
+        "test_concurrency",
+        "test_scoring",
+        "test_serving",
+        "test_training",
+        "test_monitoring",
+        "test_report",
+        "test_privacy",
+    }
+)
 
 
 def pytest_collection_modifyitems(config, items):
