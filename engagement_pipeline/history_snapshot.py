@@ -23,6 +23,7 @@
 not name it), and `user_name` only into the salted hash.
 """
 
+import functools
 import os
 import queue
 import re
@@ -51,8 +52,6 @@ CLASSIFICATION_COLUMNS = (
     "gold_standard", "expert", "subject_ids",
 )  # fmt: skip
 REQUEST_COLUMNS = tuple(c for c in PANOPTES_COLUMNS if c != "user_ip")  # user_ip is never read
-_STAGE_SQL = sql_text("parse_rows")  # the ingest's own parse step: csv_rows -> parsed_rows
-_FEATURE_MODELS = models_for(["features"])
 
 
 def _read_by(sql_texts: list[str], columns: tuple[str, ...]) -> tuple[str, ...]:
@@ -60,11 +59,36 @@ def _read_by(sql_texts: list[str], columns: tuple[str, ...]) -> tuple[str, ...]:
     return tuple(c for c in columns if any(re.search(rf"\b{c}\b", sql) for sql in sql_texts))
 
 
-# Only what the SQL reads is extracted or loaded: an export row's annotations and subject_data can be
-# megabytes that neither the staging nor any model reads. Both lists follow the SQL files by themselves.
-STAGED_COLUMNS = _read_by([_STAGE_SQL], REQUEST_COLUMNS)
-MODEL_COLUMNS = _read_by([model.sql for model in _FEATURE_MODELS], CLASSIFICATION_COLUMNS)
-_FIELD_PATHS = "[" + ", ".join(f"'$.{c}'" for c in STAGED_COLUMNS) + "]"  # one parse of each record for all of them
+@dataclass(frozen=True)
+class OnlineSql:
+    """What the online road runs: the ingest's parse step and the feature models, and the columns they read.
+
+    Only what the SQL reads is extracted or loaded: an export row's annotations and subject_data can be
+    megabytes that neither the staging nor any model reads. Both lists follow the SQL files by themselves.
+    """
+
+    stage_sql: str  # the ingest's own parse step: csv_rows -> parsed_rows
+    feature_models: tuple  # the sql/ models `features` needs, in dependency order
+    staged_columns: tuple[str, ...]
+    model_columns: tuple[str, ...]
+
+    @property
+    def field_paths(self) -> str:
+        """One JSON path list, so each record is parsed once for all the staged columns."""
+        return "[" + ", ".join(f"'$.{c}'" for c in self.staged_columns) + "]"
+
+
+@functools.cache
+def online_sql() -> OnlineSql:
+    """Read and derived once, on the first request (importing this module, as definitions.py does, reads no SQL)."""
+    stage_sql = sql_text("parse_rows")
+    models = tuple(models_for(["features"]))
+    return OnlineSql(
+        stage_sql=stage_sql,
+        feature_models=models,
+        staged_columns=_read_by([stage_sql], REQUEST_COLUMNS),
+        model_columns=_read_by([model.sql for model in models], CLASSIFICATION_COLUMNS),
+    )
 
 
 class BadRequest(ValueError):
@@ -208,9 +232,11 @@ class OnlineFeatures:
 
         # Stage as the CSV reader does: every column text, empty fields and a bare NA are NULL.
         # The body is parsed by DuckDB, extracting only the columns the staging SQL reads (never user_ip).
+        sql = online_sql()
+        staged_columns = sql.staged_columns
         staged = ", ".join(
-            f"case when f[{STAGED_COLUMNS.index(c) + 1}] in ('', 'NA') then null else f[{STAGED_COLUMNS.index(c) + 1}] end as {c}"
-            if c in STAGED_COLUMNS
+            f"case when f[{staged_columns.index(c) + 1}] in ('', 'NA') then null else f[{staged_columns.index(c) + 1}] end as {c}"
+            if c in staged_columns
             else f"null::varchar as {c}"
             for c in REQUEST_COLUMNS
         )
@@ -220,7 +246,7 @@ class OnlineFeatures:
                 create or replace temp table csv_rows as
                 with records as (select unnest(json_extract(?, '$.dataframe_records[*]')) as record)
                 select {staged}
-                from (select json_extract_string(record, {_FIELD_PATHS}) as f from records)
+                from (select json_extract_string(record, {sql.field_paths}) as f from records)
                 """,  # our own constant column names and paths
                 [text],
             )
@@ -231,7 +257,7 @@ class OnlineFeatures:
             if kind != "ARRAY":
                 raise BadRequest('expected a JSON object {"dataframe_records": [row, ...]} (MLflow records format)')
             raise BadRequest("dataframe_records is empty: send at least one row")
-        con.execute(_STAGE_SQL)  # -> parsed_rows: typed, user key hashed, each row judged
+        con.execute(sql.stage_sql)  # -> parsed_rows: typed, user key hashed, each row judged
         ((n, n_bad),) = con.execute("select count(*), count(reason) from parsed_rows").fetchall()
         if n_bad:
             shown = con.execute(
@@ -241,7 +267,7 @@ class OnlineFeatures:
             more = f" (and {n_bad - 10} more)" if n_bad > 10 else ""
             raise BadRequest(f"{n_bad} of {n} record(s) cannot be scored: {shown}{more}")
 
-        columns = ", ".join(MODEL_COLUMNS)
+        columns = ", ".join(sql.model_columns)
         con.execute(
             f"""
             create or replace table classifications as
@@ -259,7 +285,7 @@ class OnlineFeatures:
             """,  # our own constant column names
             [str(self.snapshot)],
         )
-        for model in _FEATURE_MODELS:
+        for model in sql.feature_models:
             # The models' own SQL, as build_models runs it, without its per-model bookkeeping
             # (upstream check, transaction, row count): this database is private and rebuilt every request.
             con.execute(f'create or replace table "{model.name}" as\n{model.sql}')

@@ -161,7 +161,7 @@ def discover_models(sql_dir: Path = SQL_DIR) -> list[SqlModel]:
 
 def models_for(targets: Sequence[str], models: Sequence[SqlModel] | None = None) -> list[SqlModel]:
     """The models `targets` need (themselves and every model upstream), in dependency order."""
-    models = list(models or discover_models())
+    models = list(models or project_models().values())
     by_name = {model.name: model for model in models}
     needed: set[str] = set()
     pending = list(targets)
