@@ -23,11 +23,9 @@ class MixedExportsError(RuntimeError):
 def check_exports_folder(con, folder: Path, files: list[Path], home: Path) -> None:
     """Record `folder` on the first ingest; raise MixedExportsError when the warehouse holds another folder's rows."""
     recorded, stored = run_sql(con, "exports_folder").fetchone()
-    if recorded is None or Path(recorded) == folder:
-        if recorded is None:
-            run_sql(con, "record_exports_folder", folder=str(folder))
+    if recorded is not None and Path(recorded) == folder:
         return
-    if stored == 0:  # nothing of the old folder's is kept: this home is free to follow the new one
+    if recorded is None or stored == 0:  # a first ingest, or nothing of the old folder's kept: follow this one
         run_sql(con, "record_exports_folder", folder=str(folder))
         return
     shown = ", ".join(path.name for path in files[:3]) + (f" and {len(files) - 3} more" if len(files) > 3 else "")
