@@ -235,30 +235,6 @@ class Evaluation:
     best_baseline: dict[int, str]
 
 
-def evaluate(
-    predictions: dict[str, np.ndarray],
-    y_test: np.ndarray,
-    horizons: list[int],
-    history_length: np.ndarray,
-    new_user: np.ndarray,
-    volunteer: np.ndarray | None = None,
-    n_resamples: int = DEFAULT_RESAMPLES,
-    seed: int = 0,
-) -> dict[str, float]:
-    """Metrics of every model and horizon on the same test rows: `{prefix}test_{metric}_{W}m` (CONTRACT.md).
-
-    Each carries `..._ci_low` / `..._ci_high`, a bootstrap interval over
-    volunteers (`volunteer`: the test rows' volunteer ids; None = each row its
-    own). Beyond the contract's roc_auc / pr_auc / brier: log loss, ECE, stop
-    precision at 1% and 5%, ROC-AUC on volunteers never seen in training and on
-    the lowest / highest quartile of history length. Then, per horizon,
-    `lift_roc_auc_{W}m`: LSTM minus the best baseline (by point ROC-AUC), paired.
-    """
-    return evaluate_models(
-        predictions, y_test, horizons, history_length, new_user, volunteer, n_resamples, seed
-    ).metrics
-
-
 def evaluate_models(
     predictions: dict[str, np.ndarray],
     y_test: np.ndarray,
@@ -269,6 +245,15 @@ def evaluate_models(
     n_resamples: int = DEFAULT_RESAMPLES,
     seed: int = 0,
 ) -> Evaluation:
+    """Metrics of every model and horizon on the same test rows: `{prefix}test_{metric}_{W}m` (CONTRACT.md).
+
+    Each carries `..._ci_low` / `..._ci_high`, a bootstrap interval over
+    volunteers (`volunteer`: the test rows' volunteer ids; None = each row its
+    own). Beyond the contract's roc_auc / pr_auc / brier: log loss, ECE, stop
+    precision at 1% and 5%, ROC-AUC on volunteers never seen in training and on
+    the lowest / highest quartile of history length. Then, per horizon,
+    `lift_roc_auc_{W}m`: LSTM minus the best baseline (by point ROC-AUC), paired.
+    """
     volunteer = np.arange(len(y_test)) if volunteer is None else volunteer
     resamples = Resamples.draw(volunteer, n_resamples, seed)
     metrics: dict[str, float] = {}

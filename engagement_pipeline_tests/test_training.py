@@ -20,7 +20,7 @@ from sklearn.metrics import average_precision_score, brier_score_loss, log_loss,
 from engagement_pipeline.evaluation import (
     BASELINES,
     binary_metrics,
-    evaluate,
+    evaluate_models,
     expected_calibration_error,
     stop_precision_at,
 )
@@ -143,7 +143,7 @@ def test_evaluate_names_every_model_and_horizon_under_the_contract():
     y = rng.integers(0, 2, (200, 2)).astype(np.float32)
     y[:10, 1] = np.nan  # censored rows are left out of that horizon only
     predictions = {name: rng.uniform(size=(200, 2)) for name in ("lstm", *BASELINES)}
-    metrics = evaluate(predictions, y, [10, 20], np.arange(200), np.arange(200) % 3 == 0)
+    metrics = evaluate_models(predictions, y, [10, 20], np.arange(200), np.arange(200) % 3 == 0).metrics
     for prefix in ("", "gbdt_", "random_forest_", "logistic_", "base_rate_"):
         for w in (10, 20):
             for name in ("roc_auc", "pr_auc", "brier"):
@@ -391,7 +391,9 @@ def test_intervals_come_from_volunteer_resamples_and_the_lift_is_paired():
     y = (rng.random((len(volunteer), 1)) < 0.5).astype(np.float32)
     good = np.clip(0.35 * y + 0.65 * rng.random(y.shape), 0, 1)
     predictions = {"lstm": good, "logistic": good.copy(), "base_rate": np.full(y.shape, 0.5)}
-    metrics = evaluate(predictions, y, [10], np.arange(len(y)), np.zeros(len(y), bool), volunteer, n_resamples=100)
+    metrics = evaluate_models(
+        predictions, y, [10], np.arange(len(y)), np.zeros(len(y), bool), volunteer, n_resamples=100
+    ).metrics
     low, high = metrics["test_roc_auc_10m_ci_low"], metrics["test_roc_auc_10m_ci_high"]
     assert low < metrics["test_roc_auc_10m"] < high and low > 0.5
     assert metrics["logistic_test_brier_10m_ci_low"] <= metrics["logistic_test_brier_10m"]
@@ -399,7 +401,9 @@ def test_intervals_come_from_volunteer_resamples_and_the_lift_is_paired():
     assert metrics["lift_roc_auc_10m"] == 0 and metrics["lift_roc_auc_10m_ci_low"] == 0
     assert metrics["lift_roc_auc_10m_ci_high"] == 0
     # the same rows counted as independent give a narrower interval than whole volunteers resampled
-    rowwise = evaluate(predictions, y, [10], np.arange(len(y)), np.zeros(len(y), bool), None, n_resamples=100)
+    rowwise = evaluate_models(
+        predictions, y, [10], np.arange(len(y)), np.zeros(len(y), bool), None, n_resamples=100
+    ).metrics
     assert rowwise["test_roc_auc_10m_ci_high"] - rowwise["test_roc_auc_10m_ci_low"] > 0
     sklearn_points = roc_auc_score(y[:, 0], good[:, 0])
     assert metrics["test_roc_auc_10m"] == pytest.approx(sklearn_points)
