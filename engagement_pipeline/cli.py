@@ -75,7 +75,6 @@ def check_home(settings: Settings) -> None:
 
 def prepare_dagster_home(settings: Settings) -> Path:
     """The Dagster instance folder (DAGSTER_HOME, default <home>/dagster), with a dagster.yaml."""
-    check_home(settings)
     home = settings.dagster_instance_home
     home.mkdir(parents=True, exist_ok=True)
     config = home / "dagster.yaml"

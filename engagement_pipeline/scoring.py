@@ -195,7 +195,7 @@ def user_predictions(
     tracking: Tracking,
     storage: Storage,
 ):
-    window = context.partition_time_window
+    day_span = context.partition_time_window  # the UTC day; `version.window` is K, the classifications per window
     day = context.partition_key
     version = find_champion(tracking)
     context.log.info(f"Scoring {day} with {version.name} v{version.version}")
@@ -204,11 +204,11 @@ def user_predictions(
     with ThreadPoolExecutor(max_workers=1) as pool:
         loading = pool.submit(load_model, version)
         with warehouse.connect(log=context.log) as con:
-            matrix, active = read_day(con, window.start, window.end, version.window)
+            matrix, active = read_day(con, day_span.start, day_span.end, version.window)
             active_users, first_day, last_day = con.execute(
                 "select count(distinct user_key) filter (created_at >= ? and created_at < ?),"
                 " min(created_at)::date::varchar, max(created_at)::date::varchar from classifications",
-                [window.start, window.end],
+                [day_span.start, day_span.end],
             ).fetchone()
         data_span = f"{first_day} to {last_day}" if first_day else "no days (nothing ingested)"
         champion = loading.result()
@@ -218,7 +218,7 @@ def user_predictions(
             f"but the features table now has {matrix.feature_names}: materialize `engagement_model` again."
         )
 
-    table = predictions_table(champion, matrix, active, window.end, config.batch_size)
+    table = predictions_table(champion, matrix, active, day_span.end, config.batch_size)
     target = storage.prediction_file(day)
     write_atomically(table, target)
     context.log.info(f"{table.num_rows:,} users scored -> {target}")
