@@ -7,15 +7,15 @@
 Each row is a classification export row as its CSV holds it (string values);
 the answer for a row is the champion's probability at that classification,
 given the volunteer's stored history (the `history_snapshot` file) and the
-request's earlier rows, computed by `history_snapshot.OnlineFeatures` with
+request's earlier rows, computed by `online_features.OnlineFeatures` with
 the batch path's own SQL, then windowed (`windows.gather_windows`) and scored
 exactly as the nightly scoring does. Parity with the batch path is tested.
 
 The stdlib's ThreadingHTTPServer (one thread per connection, keep-alive):
-DuckDB and torch release the GIL, and each request works on a private
-in-memory DuckDB from a small pool, so requests run side by side. The server
-never opens the warehouse, so it keeps answering while the pipeline holds
-it, and it reads the snapshot by path on every request, so a refreshed
+DuckDB and torch release the GIL, and each request works on a connection
+of its own to the in-memory history, so requests run side by side. The
+server never opens the warehouse, so it keeps answering while the pipeline
+holds it, and it checks the snapshot file on every request, so a refreshed
 snapshot is used from the next request on. The champion alias is checked
 every `champion_check_s` seconds and a new champion is loaded in the
 background, then swapped in between requests.
@@ -35,12 +35,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import numpy as np
 
-from engagement_pipeline.history_snapshot import (
-    BadRequest,
-    NoSnapshotError,
-    OnlineFeatures,
-    snapshot_path,
-)
+from engagement_pipeline.history_snapshot import snapshot_path
+from engagement_pipeline.online_features import BadRequest, NoSnapshotError, OnlineFeatures
 from engagement_pipeline.windows import gather_windows
 
 MAX_BODY_BYTES = 64 * 1024 * 1024
@@ -92,10 +88,14 @@ class OnlineScorer:
                 f"the champion ({champion.name} v{champion.version}) was trained on other features than the "
                 "SQL models now produce: materialize `engagement_model` again"
             )
-        probabilities = np.empty((len(batch.rows), len(champion.horizons)), dtype=np.float64)
-        for start in range(0, len(batch.rows), PREDICT_BATCH):
-            chunk = batch.rows[start : start + PREDICT_BATCH]
-            probabilities[start : start + len(chunk)] = champion.predict(gather_windows(matrix, chunk, champion.window))
+        # Each classification once, in history order: the answer for a row does not depend on the order of
+        # the request's rows or on repeats (a batched float32 forward pass is not bit-for-bit order-free).
+        unique_rows, inverse = np.unique(batch.rows, return_inverse=True)
+        scored = np.empty((len(unique_rows), len(champion.horizons)), dtype=np.float64)
+        for start in range(0, len(unique_rows), PREDICT_BATCH):
+            chunk = unique_rows[start : start + PREDICT_BATCH]
+            scored[start : start + len(chunk)] = champion.predict(gather_windows(matrix, chunk, champion.window))
+        probabilities = scored[inverse]
         model_done = time.perf_counter()
         names = [f"p_continue_{h}m" for h in champion.horizons]
         ids = matrix.classification_id[batch.rows].tolist()
@@ -113,6 +113,7 @@ class OnlineScorer:
 def _handler(scorer: OnlineScorer, log):
     class Handler(BaseHTTPRequestHandler):
         protocol_version = "HTTP/1.1"  # keep-alive: a caller scoring as volunteers work reuses its connection
+        disable_nagle_algorithm = True  # TCP_NODELAY: headers and body go out at once, no 40 ms delayed-ACK stall
         server_version = "engagement-serve"
         rows = 0
         timing = ""
@@ -178,7 +179,7 @@ def _handler(scorer: OnlineScorer, log):
     return Handler
 
 
-def make_server(storage, host: str, port: int, tracking, log=print, pool_size: int = 4) -> ThreadingHTTPServer:
+def make_server(storage, host: str, port: int, tracking, log=print) -> ThreadingHTTPServer:
     """A server for the pipeline whose files `storage` (a resources.Storage) names: snapshot and salt; not yet serving."""
     import torch
 
@@ -190,7 +191,11 @@ def make_server(storage, host: str, port: int, tracking, log=print, pool_size: i
     salt_file = storage.salt_file
     if not salt_file.exists():
         raise SystemExit(f"{salt_file} does not exist: ingest exports first (engagement demo / engagement run)")
-    features = OnlineFeatures(snapshot_path(storage.serving), load_salt(salt_file), pool_size=pool_size)
+    features = OnlineFeatures(snapshot_path(storage.serving), load_salt(salt_file))
+    if features.snapshot.exists():
+        started = time.perf_counter()
+        features.load()  # before the first request, so /ping's 200 means "ready" and no caller waits for it
+        log(f"history loaded in {time.perf_counter() - started:.1f}s")
     scorer = OnlineScorer(features, tracking, log=log)
     server = ThreadingHTTPServer((host, port), _handler(scorer, log))
     server.daemon_threads = True

@@ -91,7 +91,13 @@ def load_feature_matrix(
     Arrow output of a DB-API result costs an extra copy of the rows.)
     """
     names = names if names is not None else feature_names(con)
-    table = con.sql(ordered_features_sql(names, where_sql), params=params or []).to_arrow_table()
+    return matrix_from_arrow(
+        con.sql(ordered_features_sql(names, where_sql), params=params or []).to_arrow_table(), names
+    )
+
+
+def matrix_from_arrow(table, names: list[str]) -> FeatureMatrix:
+    """A FeatureMatrix from the Arrow result of `ordered_features_sql` (already in user-history order)."""
     n = table.num_rows
     X = np.empty((n, len(names)), dtype=np.float32)
     for j, name in enumerate(names):

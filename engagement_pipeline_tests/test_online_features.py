@@ -1,4 +1,4 @@
-"""The online road to `features` (history_snapshot.OnlineFeatures) against the batch road, on real exports.
+"""The online road to `features` (online_features.OnlineFeatures) against the batch road, on real exports.
 
 Two warehouses from the bundled Zooniverse fixtures: (A) the Michigan sample
 without its latest quarter, snapshotted; (AB) everything, the cat project's
@@ -15,7 +15,8 @@ import duckdb
 import numpy as np
 import pytest
 
-from engagement_pipeline.history_snapshot import BadRequest, OnlineFeatures, snapshot_path, write_snapshot
+from engagement_pipeline.history_snapshot import snapshot_path, write_snapshot
+from engagement_pipeline.online_features import BadRequest, OnlineFeatures
 from engagement_pipeline.ingest import ingest_exports, load_salt
 from engagement_pipeline.sql_models import build_models, models_for
 from engagement_pipeline.windows import load_feature_matrix
@@ -48,7 +49,7 @@ def online_and_batch(tmp_path):
     cat_header, cat_rows = read_rows(CAT_EXPORT)
     records = [dict(zip(header, r)) for r in held + history[-30:]] + [dict(zip(cat_header, r)) for r in cat_rows]
     random.Random(0).shuffle(records)
-    online = OnlineFeatures(snapshot_path(tmp_path / "serving"), salt, pool_size=1)
+    online = OnlineFeatures(snapshot_path(tmp_path / "serving"), salt)
     return online, records, reference
 
 

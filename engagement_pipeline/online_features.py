@@ -1,0 +1,283 @@
+"""The online road to `features`: raw export rows + the history snapshot -> the batch path's own features.
+
+`OnlineFeatures.build` turns raw export rows (JSON, as `POST /invocations`
+carries them) into the `features` rows of those classifications the way the
+batch path does, with the batch path's own SQL; no feature is written twice:
+
+1. The history snapshot (`history_snapshot.py`) is loaded once into an
+   in-memory DuckDB, sorted by user so a lookup of a few volunteers reads a
+   few blocks, and loaded again when the file is replaced (checked by
+   `os.stat` on every request: the request after a refresh uses the new
+   history; a request in flight finishes on the old one).
+2. The request's rows are staged as the CSV reader stages them (a view
+   `csv_rows` over the request body: text, `NA` and empty fields NULL) and
+   typed, judged and hashed by the ingest's own `ingest_sql/parse_rows.sql`.
+3. One statement does the rest: the stored history of the request's
+   volunteers only (every feature of a classification uses that
+   classification and the same user's earlier ones, so other users change
+   nothing) plus the request's rows, deduplicated by `classification_id` as
+   the ingest does (a stored row is the same event; within a request the
+   first copy wins), then every `sql/` model `features` needs, verbatim, as
+   materialized CTEs, in dependency order, and the matrix read off the end.
+
+Why so few statements: for a request of one volunteer the data is tiny and
+DuckDB's parsing, binding and optimizing of each statement is most of the
+cost (about 10-30 ms per statement on these machines), so the models run as
+one query rather than one table each. Each request works on a connection
+(a cursor of the history's database) of its own, taken from a pool: temp
+tables and variables are per connection, so concurrent requests never see
+each other's rows.
+
+`user_ip` is never extracted from the request (the JSON paths below do not
+name it), and `user_name` only into the salted hash.
+"""
+
+import functools
+import json
+import os
+import queue
+import re
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from engagement_pipeline.ingest import PANOPTES_COLUMNS
+from engagement_pipeline.ingest_load import sql_text
+from engagement_pipeline.sql_models import models_for
+from engagement_pipeline.windows import KEY_COLUMNS, FeatureMatrix, matrix_from_arrow, ordered_features_sql
+
+# The columns of `classifications` the ingest fills from `parsed_rows` (ingest.py, the insert), provenance aside.
+CLASSIFICATION_COLUMNS = (
+    "classification_id", "user_key", "is_anonymous", "workflow_id", "workflow_version", "created_at",
+    "started_at", "finished_at", "utc_offset_minutes", "device_class", "browser_session",
+    "gold_standard", "expert", "subject_ids",
+)  # fmt: skip
+REQUEST_COLUMNS = tuple(c for c in PANOPTES_COLUMNS if c != "user_ip")  # user_ip is never read
+
+
+class BadRequest(ValueError):
+    """A request the scorer cannot use; the message names the record and the problem, never a value."""
+
+
+class NoSnapshotError(RuntimeError):
+    """The history snapshot has not been written yet."""
+
+
+def _read_by(sql_texts: list[str], columns: tuple[str, ...]) -> tuple[str, ...]:
+    """The `columns` some SQL text names (a name in a comment only costs reading a column for nothing)."""
+    return tuple(c for c in columns if any(re.search(rf"\b{c}\b", sql) for sql in sql_texts))
+
+
+@dataclass(frozen=True)
+class OnlineSql:
+    """The statements of the online road, written once from the SQL files (nothing here is a feature)."""
+
+    request_view: str  # csv_rows: the request body as the CSV reader stages a file
+    stage_sql: str  # the ingest's own parse step: csv_rows -> parsed_rows
+    judge_sql: str  # how many rows, how many unusable (and why), the ids in request order
+    features_sql: str  # history + parsed_rows -> every model `features` needs -> `features` rows
+    model_columns: tuple[str, ...]  # what the history table keeps of the snapshot
+    staged_columns: tuple[str, ...]  # what the staging reads of a request's rows
+
+    def history_sql(self, snapshot: Path) -> str:
+        columns = ", ".join(self.model_columns)
+        path = "'" + str(snapshot).replace("'", "''") + "'"
+        return f"create table history as select {columns} from read_parquet({path}) order by user_key, created_at"
+
+
+@functools.cache
+def online_sql() -> OnlineSql:
+    """Written once, on the first request (importing this module reads no SQL)."""
+    stage_sql = sql_text("parse_rows")
+    models = models_for(["features"])
+    model_columns = _read_by([model.sql for model in models], CLASSIFICATION_COLUMNS)
+    staged_columns = _read_by([stage_sql], REQUEST_COLUMNS)
+
+    # The request's columns arrive as an Arrow table `request_rows` (strings, in request order); the view
+    # stages them as the CSV reader stages a file's. Only the columns the staging SQL reads are taken.
+    fields = ", ".join(
+        f"case when {c} in ('', 'NA') then null else {c} end as {c}" if c in staged_columns else f"null::varchar as {c}"
+        for c in REQUEST_COLUMNS
+    )
+    request_view = f"create or replace temp view csv_rows as select {fields} from request_rows"
+    judge_sql = """
+        select
+            count(*),
+            count(reason),
+            list(classification_id order by rowid),
+            list('record ' || rowid || ': ' || reason order by rowid) filter (where reason is not null)
+        from parsed_rows
+    """
+    columns = ", ".join(model_columns)
+    request_classifications = f"""
+        select {columns}
+        from (
+            select {columns}, 0 as copy_rank, 0 as position
+            from history where user_key in (select user_key from parsed_rows)
+            union all
+            select {columns}, 1 as copy_rank, rowid as position from parsed_rows
+        )
+        qualify row_number() over (partition by classification_id order by copy_rank, position) = 1
+    """  # our own constant column names
+    *upstream, features = models
+    if features.name != "features":
+        raise AssertionError(f"`features` must come last in dependency order, not {features.name}")
+    ctes = [("classifications", request_classifications), *((m.name, m.sql) for m in upstream)]
+    with_clause = ",\n".join(f'"{name}" as materialized (\n{sql}\n)' for name, sql in ctes)
+    return OnlineSql(
+        request_view=request_view,
+        stage_sql=stage_sql,
+        judge_sql=judge_sql,
+        features_sql=f"with {with_clause}\nselect * from (\n{features.sql}\n)",
+        model_columns=model_columns,
+        staged_columns=staged_columns,
+    )
+
+
+def parse_records(body: bytes | str) -> list[dict]:
+    """The records of a `{"dataframe_records": [...]}` body, or BadRequest saying what is wrong (never a value)."""
+    try:
+        parsed = json.loads(body)
+    except (ValueError, UnicodeDecodeError):
+        raise BadRequest("the request body is not JSON") from None
+    records = parsed.get("dataframe_records") if isinstance(parsed, dict) else None
+    if not isinstance(records, list):
+        raise BadRequest('expected a JSON object {"dataframe_records": [row, ...]} (MLflow records format)')
+    if not records:
+        raise BadRequest("dataframe_records is empty: send at least one row")
+    if not all(isinstance(record, dict) for record in records):
+        raise BadRequest("dataframe_records must hold JSON objects, one per export row")
+    return records
+
+
+def _as_text(value) -> str | None:
+    """A field as the CSV would hold it: strings as they are, numbers and JSON values as JSON text."""
+    return value if value is None or isinstance(value, str) else json.dumps(value)
+
+
+def request_table(records: list[dict]):
+    """The staged columns of the records, as strings, in request order (user_ip and the rest are never read)."""
+    import pyarrow as pa
+
+    columns = online_sql().staged_columns
+    try:
+        return pa.table({c: pa.array([_as_text(r.get(c)) for r in records], type=pa.string()) for c in columns})
+    except (UnicodeEncodeError, pa.ArrowException):  # e.g. a lone surrogate escape: not text a CSV could hold
+        raise BadRequest("a record holds a field that is not valid Unicode text") from None
+
+
+@dataclass(frozen=True)
+class OnlineBatch:
+    """The features of one request: `rows[i]` is input record i's row in `matrix`."""
+
+    matrix: FeatureMatrix
+    rows: np.ndarray  # int64 [n_records]
+
+
+class _History:
+    """One version of the snapshot, in memory, with a pool of connections to it."""
+
+    def __init__(self, snapshot: Path, identity: tuple, salt: str, threads: int):
+        import duckdb
+
+        self.identity = identity
+        self._salt = salt
+        self._db = duckdb.connect(config={"threads": threads})
+        self._db.execute("SET TimeZone = 'UTC'")
+        self._db.execute(online_sql().history_sql(snapshot))
+        self._pool: queue.LifoQueue = queue.LifoQueue()
+        self.matrix_sql: str | None = None
+        describing = self._connect()  # the column names of `features`, from the plan, once
+        described = describing.execute(f"describe {online_sql().features_sql}").fetchall()
+        describing.close()
+        names = [name for name, *_ in described]
+        if tuple(names[: len(KEY_COLUMNS)]) != KEY_COLUMNS:
+            raise AssertionError(f"features must start with {KEY_COLUMNS}, found {names[:3]}")
+        self.feature_names = names[len(KEY_COLUMNS) :]
+        self.matrix_sql = ordered_features_sql(self.feature_names, table=f"({online_sql().features_sql}) as features")
+
+    def _connect(self):
+        con = self._db.cursor()  # the same database; its own temp tables, variables and settings
+        con.execute("SET TimeZone = 'UTC'")
+        con.execute("set variable salt = ?", [self._salt])
+        con.register("request_rows", request_table([]))
+        con.execute(online_sql().request_view)
+        con.execute(online_sql().stage_sql)  # an empty parsed_rows, so statements over it can be prepared
+        if self.matrix_sql is not None:
+            # Planned once per connection: for one volunteer's rows, planning is over a third of the work.
+            con.execute(f"prepare online_matrix as {self.matrix_sql}")
+        return con
+
+    @contextmanager
+    def connection(self) -> Iterator:
+        try:
+            con = self._pool.get_nowait()
+        except queue.Empty:  # every pooled connection is busy: one more (requests never wait for each other)
+            con = self._connect()
+        try:
+            yield con
+        finally:
+            self._pool.put(con)
+
+
+class OnlineFeatures:
+    """Raw export rows + the snapshot -> `features`, through the ingest's staging SQL and the `sql/` models."""
+
+    def __init__(self, snapshot: Path, salt: str, threads: int = 1):
+        self.snapshot = snapshot
+        self._salt = salt
+        self._threads = threads
+        self._history: _History | None = None
+        self._loading = threading.Lock()
+
+    def load(self) -> None:
+        """Load the snapshot now (the first request would otherwise)."""
+        self._current()
+
+    def _current(self) -> _History:
+        """The loaded history, loaded again first when the file was replaced since."""
+        try:
+            stat = os.stat(self.snapshot)
+        except FileNotFoundError:
+            raise NoSnapshotError(
+                f"No history snapshot at {self.snapshot}: materialize the `history_snapshot` asset "
+                "(it is part of `engagement demo`/`run` and of the nightly refresh)."
+            ) from None
+        identity = (stat.st_ino, stat.st_mtime_ns, stat.st_size)
+        history = self._history
+        if history is None or history.identity != identity:
+            with self._loading:  # one load per new file; requests that arrive meanwhile wait for it
+                if self._history is None or self._history.identity != identity:
+                    self._history = _History(self.snapshot, identity, self._salt, self._threads)
+                history = self._history
+        return history
+
+    @property
+    def feature_names(self) -> list[str]:
+        return self._current().feature_names
+
+    def build(self, body: bytes | str) -> OnlineBatch:
+        """The features of every record of a `{"dataframe_records": [...]}` body; BadRequest when unusable."""
+
+        records = parse_records(body)
+        history = self._current()
+        sql = online_sql()
+        with history.connection() as con:
+            con.register("request_rows", request_table(records))
+            con.execute(sql.stage_sql)  # -> parsed_rows: typed, user key hashed, each row judged
+            ((n, n_bad, ids, reasons),) = con.execute(sql.judge_sql).fetchall()
+            if n_bad:
+                more = f" (and {n_bad - 10} more)" if n_bad > 10 else ""
+                raise BadRequest(f"{n_bad} of {n} record(s) cannot be scored: {'; '.join(reasons[:10])}{more}")
+            matrix = matrix_from_arrow(con.sql("execute online_matrix").to_arrow_table(), history.feature_names)
+            con.register("request_rows", request_table([]))  # the request's rows are not kept after it
+        ids = np.asarray(ids, dtype=np.int64)
+        order = np.argsort(matrix.classification_id, kind="stable")
+        rows = order[np.searchsorted(matrix.classification_id, ids, sorter=order)]
+        if not np.array_equal(matrix.classification_id[rows], ids):
+            raise AssertionError("a request row has no features row")
+        return OnlineBatch(matrix=matrix, rows=rows)
