@@ -116,8 +116,11 @@ def ensure_schema(con) -> None:
 # --------------------------------------------------------------------------- the steps of one file
 
 
-def _stage_and_parse(con, path: Path, shown_path: str, header: list[str], salt: str) -> tuple[int, int, int]:
-    """Steps 1 and 2: csv_rows (a view of the file), parsed_rows; returns (rows read, parser rejects, invalid UTF-8)."""
+def _stage_and_parse(con, path: Path, shown_path: str, header: list[str], salt: str) -> tuple[int, int, int, int]:
+    """Steps 1 and 2: csv_rows (a view of the file), parsed_rows.
+
+    Returns (rows read, parser rejects, invalid UTF-8, rows read whose values cannot be used).
+    """
     import duckdb
 
     run_sql(
@@ -184,14 +187,16 @@ def ingest_file(
     try:
         # Staging, parsing and numbering work in temp tables; only the inserts need the transaction.
         readable, scan = _readable(path, encoding, scan, scratch, copies)
-        rows_read, parser_rejects, invalid_encoding = _stage_and_parse(con, readable, result.path, header, salt)
+        rows_read, parser_rejects, invalid_encoding, value_rejects = _stage_and_parse(
+            con, readable, result.path, header, salt
+        )
         if invalid_encoding:
             result.transcoded = True
             readable, scan = _readable(path, encoding, scan, scratch, copies, transcode=True)
-            rows_read, parser_rejects, _ = _stage_and_parse(con, readable, result.path, header, salt)
+            rows_read, parser_rejects, _, value_rejects = _stage_and_parse(con, readable, result.path, header, salt)
         _number_lines(con, result.path, scan, rows_read, parser_rejects)
         con.execute("begin transaction")
-        _insert(con, result, readable, header, scan, rows_read)
+        _insert(con, result, readable, header, scan, rows_read, has_rejects=bool(parser_rejects or value_rejects))
         _refuse_if_mostly_rejected(result, max_rejected_share)
         _record(con, result, path, scan)
         con.execute("commit")
@@ -205,9 +210,22 @@ def ingest_file(
     return result
 
 
-def _insert(con, result: FileResult, readable: Path, header: list[str], scan: FileScan, rows_read: int) -> None:
+def _insert(
+    con, result: FileResult, readable: Path, header: list[str], scan: FileScan, rows_read: int, has_rejects: bool
+) -> None:
     """Step 4: the usable rows into classifications, the others into rejected_rows; counts into `result`."""
     (result.rows_inserted,) = run_sql(con, "insert_classifications", source_file=result.path).fetchone()
+    run_sql(con, "delete_rejected_rows", source_file=result.path)  # a changed file's earlier rejects
+    if has_rejects:
+        _insert_rejects(con, result, readable, header, scan)
+    value_rejects, result.rows_rejected, result.top_reasons = run_sql(
+        con, "file_counts", source_file=result.path
+    ).fetchone()
+    result.rows_duplicate = rows_read - result.rows_inserted - value_rejects
+    result.rows_read = rows_read + result.rows_rejected - value_rejects
+
+
+def _insert_rejects(con, result: FileResult, readable: Path, header: list[str], scan: FileScan) -> None:
     reject_line_numbers, reject_line_texts = _raw_lines(con, readable)
     run_sql(
         con,
@@ -222,11 +240,6 @@ def _insert(con, result: FileResult, readable: Path, header: list[str], scan: Fi
         long_line_bytes=[size for _, _, size in scan.long_lines],
         max_line_bytes=MAX_LINE_BYTES,
     )
-    value_rejects, result.rows_rejected, result.top_reasons = run_sql(
-        con, "file_counts", source_file=result.path
-    ).fetchone()
-    result.rows_duplicate = rows_read - result.rows_inserted - value_rejects
-    result.rows_read = rows_read + result.rows_rejected - value_rejects
 
 
 def _refuse_if_mostly_rejected(result: FileResult, max_rejected_share: float) -> None:

@@ -2,7 +2,11 @@
 -- already stored is kept as first stored; within the file the first line wins.
 -- Returns the number of rows inserted. Parameter:
 --   getvariable('source_file')  the export's path
-insert or ignore into classifications
+-- The rows to insert are chosen by rowid first (one small aggregate over two
+-- integer columns), so the insert itself is a plain one: no conflict can
+-- arise, and no wide row is hashed or grouped (INSERT OR IGNORE with a
+-- window over whole rows took three times as long at 1.29M rows).
+insert into classifications
 select
     parsed_rows.classification_id,
     parsed_rows.user_key,
@@ -23,5 +27,14 @@ select
     now() as ingested_at
 from parsed_rows
 inner join row_lines on parsed_rows.rowid = row_lines.idx
-where parsed_rows.reason is null
-qualify row_number() over (partition by parsed_rows.classification_id order by parsed_rows.rowid) = 1;
+where parsed_rows.rowid in (
+    select min(first_lines.rowid)
+    from parsed_rows as first_lines
+    where
+        first_lines.reason is null
+        and not exists (
+            select 1 from classifications
+            where classifications.classification_id = first_lines.classification_id
+        )
+    group by first_lines.classification_id
+);

@@ -1,6 +1,7 @@
 -- Step 4, insert: the unusable rows into rejected_rows, with file, line,
--- reason and raw text (never user_ip or user_name). A changed file is read
--- again: its earlier rejects are replaced, not repeated. Parameters:
+-- reason and raw text (never user_ip or user_name). Run after
+-- delete_rejected_rows, and only when the file has rejects (the name digests
+-- below cost a pass over every row). Parameters:
 --   getvariable('source_file')        the export's path
 --   getvariable('ip_position')        1-based position of user_ip in the header, 0 if absent
 --   getvariable('name_position')      1-based position of user_name in the header, 0 if absent
@@ -27,9 +28,6 @@ case
         then '(withheld: may be a user_ip or user_name)'
     else v
 end;
-
-delete from rejected_rows
-where source_file = getvariable('source_file');
 
 insert into rejected_rows
 -- Rows the parser read whose values cannot be used.

@@ -49,7 +49,21 @@ select
         0
     ) as raw_line
 from accepted
-inner join free_record_lines on accepted.idx = free_record_lines.idx;
+inner join free_record_lines on accepted.idx = free_record_lines.idx
+where not getvariable('one_line_per_record')
+
+union all
+
+-- One line per record: every row's line is its record's (the running sum
+-- above, a sort of every row, would add zeros).
+select
+    parsed_rows.rowid as idx,
+    free_record_lines.record_line,
+    0 as quoted_newlines,
+    free_record_lines.record_line as raw_line
+from parsed_rows
+inner join free_record_lines on parsed_rows.rowid = free_record_lines.idx
+where getvariable('one_line_per_record');
 
 create or replace temp table reject_lines as
 select
