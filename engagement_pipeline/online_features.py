@@ -140,9 +140,11 @@ def online_sql() -> OnlineSql:
 
 def parse_records(body: bytes | str) -> list[dict]:
     """The records of a `{"dataframe_records": [...]}` body, or BadRequest saying what is wrong (never a value)."""
+    import orjson
+
     try:
-        parsed = json.loads(body)
-    except (ValueError, UnicodeDecodeError):
+        parsed = orjson.loads(body)
+    except orjson.JSONDecodeError:
         raise BadRequest("the request body is not JSON") from None
     records = parsed.get("dataframe_records") if isinstance(parsed, dict) else None
     if not isinstance(records, list):
@@ -163,11 +165,19 @@ def request_table(records: list[dict]):
     """The staged columns of the records, as strings, in request order (user_ip and the rest are never read)."""
     import pyarrow as pa
 
-    columns = online_sql().staged_columns
+    schema = pa.schema([(c, pa.string()) for c in online_sql().staged_columns])
     try:
-        return pa.table({c: pa.array([_as_text(r.get(c)) for r in records], type=pa.string()) for c in columns})
-    except (UnicodeEncodeError, pa.ArrowException):  # e.g. a lone surrogate escape: not text a CSV could hold
-        raise BadRequest("a record holds a field that is not valid Unicode text") from None
+        return pa.Table.from_pylist(records, schema=schema)  # Arrow's own loop: every value a string or null
+    except (pa.ArrowTypeError, pa.ArrowInvalid):  # a number or a JSON object where the CSV has text
+        text = [{c: _as_text(r.get(c)) for c in schema.names} for r in records]
+    except UnicodeEncodeError:
+        text = None
+    try:
+        if text is not None:
+            return pa.Table.from_pylist(text, schema=schema)
+    except UnicodeEncodeError:
+        pass
+    raise BadRequest("a record holds a field that is not valid Unicode text")  # e.g. a lone surrogate escape
 
 
 @dataclass(frozen=True)

@@ -25,7 +25,6 @@ the access log says method, path, status, rows and milliseconds. An error
 message names a record's position and the problem, never a value.
 """
 
-import json
 import signal
 import sys
 import threading
@@ -34,6 +33,7 @@ from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import numpy as np
+import orjson
 
 from engagement_pipeline.history_snapshot import snapshot_path
 from engagement_pipeline.online_features import BadRequest, NoSnapshotError, OnlineFeatures
@@ -119,7 +119,7 @@ def _handler(scorer: OnlineScorer, log):
         timing = ""
 
         def _send(self, status: int, payload, content_type: str = "application/json") -> None:
-            data = payload if isinstance(payload, bytes) else json.dumps(payload).encode()
+            data = payload if isinstance(payload, bytes) else orjson.dumps(payload)
             self.send_response(status)
             self.send_header("Content-Type", content_type)
             self.send_header("Content-Length", str(len(data)))
