@@ -24,10 +24,8 @@ not name it), and `user_name` only into the salted hash.
 """
 
 import functools
-import os
 import queue
 import re
-import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -36,6 +34,7 @@ from pathlib import Path
 import dagster as dg
 import numpy as np
 
+from engagement_pipeline.atomic_files import remove_leftovers, replacing
 from engagement_pipeline.ingest import PANOPTES_COLUMNS
 from engagement_pipeline.ingest_load import sql_text
 from engagement_pipeline.resources import Storage, Warehouse
@@ -110,29 +109,20 @@ def _sql_string(path: Path) -> str:
 
 def write_snapshot(con, folder: Path) -> dict:
     """Copy `classifications` to `folder`/history.parquet atomically; returns rows, users and the latest time."""
-    folder.mkdir(parents=True, exist_ok=True)
     target = snapshot_path(folder)
-    temporary = folder / f".{SNAPSHOT_FILE}.{uuid.uuid4().hex}.tmp"
     excluded = ", ".join(PROVENANCE_COLUMNS)  # our own constant names
-    try:
+    remove_leftovers([folder], SNAPSHOT_FILE)  # a killed run's temporary
+    with replacing(target, "history snapshot") as temporary:
+        # written in place (use_tmp_file false): the locked temporary is the file DuckDB fills
         con.execute(
             f"""
             copy (
                 select * exclude ({excluded}) from classifications
                 order by user_key, created_at, classification_id
-            ) to {_sql_string(temporary)} (format parquet, compression zstd, row_group_size {ROW_GROUP_ROWS})
+            ) to {_sql_string(temporary)}
+            (format parquet, compression zstd, row_group_size {ROW_GROUP_ROWS}, use_tmp_file false)
             """
         )
-        with open(temporary, "rb") as handle:
-            os.fsync(handle.fileno())
-        os.replace(temporary, target)
-        directory = os.open(folder, os.O_RDONLY)
-        try:
-            os.fsync(directory)  # the rename itself survives a crash
-        finally:
-            os.close(directory)
-    finally:
-        temporary.unlink(missing_ok=True)
     rows, users, latest = con.execute(
         "select count(*), count(distinct user_key), max(created_at)::varchar from read_parquet(?)", [str(target)]
     ).fetchone()
