@@ -7,6 +7,7 @@ the warehouse, a damaged predictions file, a moved `champion` alias; and that
 the same command run again completes.
 """
 
+import os
 import sys
 import uuid
 from pathlib import Path
@@ -189,8 +190,8 @@ time.sleep(600)
 """
 
 
-def start_leftover_writer(folder: Path, logs: Path) -> tuple[Run, Path]:
-    temporary = folder / f".predictions.parquet.{uuid.uuid4().hex}.tmp"
+def start_leftover_writer(folder: Path, logs: Path, name: str = "predictions.parquet") -> tuple[Run, Path]:
+    temporary = folder / f".{name}.{uuid.uuid4().hex}.tmp"
     run = Run.start([sys.executable, "-c", LEFTOVER_WRITER, str(temporary)], {}, logs / f"{temporary.name}.log")
     run.wait_for("writing", timeout_s=30)
     return run, temporary
@@ -198,3 +199,28 @@ def start_leftover_writer(folder: Path, logs: Path) -> tuple[Run, Path]:
 
 def temporaries(home: Path) -> list[Path]:
     return sorted(home.glob("predictions/*/.*.tmp"))
+
+
+def test_the_snapshot_writer_removes_a_killed_writers_temporary_too(tmp_path):
+    import duckdb
+
+    from engagement_pipeline import atomic_files
+    from engagement_pipeline.history_snapshot import SNAPSHOT_FILE, write_snapshot
+
+    folder = tmp_path / "serving"
+    folder.mkdir()
+    writer, dead = start_leftover_writer(folder, tmp_path, name=SNAPSHOT_FILE)
+    writer.kill()
+    earlier = atomic_files.STARTED_AT - 60  # as if killed before this process started, as a real leftover is
+    os.utime(dead, (earlier, earlier))
+    # unlocked but younger than this process: perhaps a writer that created it and is about to lock it
+    unlocked_new = folder / f".{SNAPSHOT_FILE}.{uuid.uuid4().hex}.tmp"
+    unlocked_new.write_bytes(b"")
+    with duckdb.connect() as con:
+        con.execute(
+            "create table classifications as select 1::bigint as classification_id, 'u1' as user_key,"
+            " now() as created_at, 'export.csv' as source_file, 2 as source_line, now() as ingested_at"
+        )
+        assert write_snapshot(con, folder)["rows"] == 1
+    assert not dead.exists() and unlocked_new.exists()
+    assert sorted(p.name for p in folder.iterdir()) == sorted([SNAPSHOT_FILE, unlocked_new.name])
