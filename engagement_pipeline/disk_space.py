@@ -18,6 +18,7 @@ from __future__ import annotations
 import errno
 import os
 import shutil
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -88,24 +89,22 @@ def require_free_space(folders: dict[str, Path], min_free_mb: float) -> None:
         )
 
 
-def _texts(error: BaseException) -> list[str]:
-    """The messages of `error` and of everything that caused it."""
-    texts, seen = [], set()
+def _chain(error: BaseException | None) -> Iterator[BaseException]:
+    """`error` and everything that caused it (each once)."""
+    seen = set()
     while error is not None and id(error) not in seen:
         seen.add(id(error))
-        texts.append(str(error).lower())
+        yield error
         error = error.__cause__ or error.__context__
-    return texts
 
 
 def is_disk_full(error: BaseException) -> bool:
     """Whether `error` (or its cause) says the disk is full: errno ENOSPC/EDQUOT, or a library's words for it."""
-    cause = error
-    while cause is not None:
-        if isinstance(cause, OSError) and cause.errno in (errno.ENOSPC, errno.EDQUOT):
-            return True
-        cause = cause.__cause__ or cause.__context__
-    return any(marker in text for text in _texts(error) for marker in DISK_FULL_TEXTS)
+    return any(
+        (isinstance(cause, OSError) and cause.errno in (errno.ENOSPC, errno.EDQUOT))
+        or any(marker in str(cause).lower() for marker in DISK_FULL_TEXTS)
+        for cause in _chain(error)
+    )
 
 
 def says_disk_full(text: str, folders: dict[str, Path], min_free_mb: float) -> bool:
