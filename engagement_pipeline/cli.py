@@ -15,6 +15,14 @@ import subprocess
 import sys
 from pathlib import Path
 
+from engagement_pipeline.disk_space import (
+    MIN_FREE_MB,
+    WHAT_TO_DO,
+    disk_full_message,
+    is_disk_full,
+    require_free_space,
+    says_disk_full,
+)
 from engagement_pipeline.settings import Settings
 
 COMMON_JOBS = """\
@@ -73,6 +81,16 @@ def check_home(settings: Settings) -> None:
         )
 
 
+def state_folders(settings: Settings) -> dict[str, Path]:
+    """The folders a run writes to, by the variable that names them (for the free-space check and its messages)."""
+    return {"ENGAGEMENT_HOME": settings.home, "DAGSTER_HOME": settings.dagster_instance_home}
+
+
+def disk_full_exit(settings: Settings, min_free_mb: float, cause: str) -> SystemExit:
+    """The one message for a run that ran out of disk space, as the command's exit."""
+    return SystemExit(disk_full_message(state_folders(settings), cause.replace(WHAT_TO_DO, ""), min_free_mb))
+
+
 def prepare_dagster_home(settings: Settings) -> Path:
     """The Dagster instance folder (DAGSTER_HOME, default <home>/dagster), with a dagster.yaml."""
     home = settings.dagster_instance_home
@@ -100,11 +118,14 @@ def summary_line(asset: str, metadata: dict) -> str:
     return f"  done: {asset}" + (f" ({'; '.join(groups)})" if groups else "")
 
 
-def _materialize(settings: Settings, scoring: bool, partition_key: str | None = None) -> None:
+def _materialize(
+    settings: Settings, scoring: bool, partition_key: str | None = None, min_free_mb: float = MIN_FREE_MB
+) -> None:
     """Materialize the daily assets (scoring and its report, for one partition) or every other asset.
 
     The console shows the assets' INFO lines (their progress) rather than
-    Dagster's DEBUG event stream, then one summary line per asset.
+    Dagster's DEBUG event stream, then one summary line per asset. A step
+    that failed for lack of disk space ends the command with the disk-full message.
     """
     import dagster as dg
 
@@ -134,6 +155,9 @@ def _materialize(settings: Settings, scoring: bool, partition_key: str | None = 
             for event in result.all_events
             if event.is_step_failure
         ]
+        full = [reason for reason in reasons if says_disk_full(reason, state_folders(settings), min_free_mb)]
+        if full:
+            raise disk_full_exit(settings, min_free_mb, f"run {result.run_id} failed in {full[0]}")
         raise SystemExit(
             f"Run {result.run_id} failed in "
             + "; ".join(reasons or ["(no step failed: see the run)"])
@@ -172,11 +196,11 @@ def cmd_run(args) -> int:
     settings = args.settings.with_exports(None if args.command == "demo" else Path(args.exports))
     print(f"ENGAGEMENT_HOME={settings.home}")
     print("1/3 ingest, SQL models and training (every unpartitioned asset) ...", flush=True)
-    _materialize(settings, scoring=False)
+    _materialize(settings, scoring=False, min_free_mb=args.min_free_mb)
     days = latest_complete_days(settings, args.score_days)
     for i, day in enumerate(days, 1):
         print(f"2/3 scoring {day} ({i}/{len(days)}) ...", flush=True)
-        _materialize(settings, scoring=True, partition_key=day)
+        _materialize(settings, scoring=True, partition_key=day, min_free_mb=args.min_free_mb)
     print(f"3/3 done. Predictions: {settings.home / 'predictions'}")
     print("Next: `engagement dagster-ui` and `engagement mlflow-ui` to look around.")
     return 0
@@ -243,7 +267,7 @@ def cmd_score(args) -> int:
     args.days = scorable_days(settings, args.days)
     for i, day in enumerate(args.days, 1):
         print(f"scoring {day} ({i}/{len(args.days)}) ...", flush=True)
-        _materialize(settings, scoring=True, partition_key=day.isoformat())
+        _materialize(settings, scoring=True, partition_key=day.isoformat(), min_free_mb=args.min_free_mb)
     print(f"Predictions: {settings.home / 'predictions'}")
     return 0
 
@@ -319,6 +343,17 @@ def cmd_serve(args) -> int:
     return serve(resources["storage"], args.host, args.port, resources["tracking"])
 
 
+def add_min_free_option(sub: argparse.ArgumentParser) -> None:
+    sub.add_argument(
+        "--min-free-mb",
+        type=float,
+        default=MIN_FREE_MB,
+        metavar="MB",
+        help=f"refuse to start unless the disks of ENGAGEMENT_HOME and DAGSTER_HOME have this much free "
+        f"(default {MIN_FREE_MB}; 0 skips the check)",
+    )
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="engagement",
@@ -341,6 +376,7 @@ def build_parser() -> argparse.ArgumentParser:
         sub.add_argument(
             "--score-days", type=int, default=3, help="score the last N complete UTC days that have data (default 3)"
         )
+        add_min_free_option(sub)
         sub.set_defaults(func=cmd_run)
 
     help_text = "write a realistic sample export (Panoptes CSV format) of any size"
@@ -364,6 +400,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_argument("--date", type=_parse_day, metavar="YYYY-MM-DD", help="the one day to score")
     sub.add_argument("--start", type=_parse_day, metavar="YYYY-MM-DD", help="first day of a range")
     sub.add_argument("--end", type=_parse_day, metavar="YYYY-MM-DD", help="last day of the range (default: --start)")
+    add_min_free_option(sub)
     sub.set_defaults(func=cmd_score, usage_error=sub.error)
 
     for name, port, func, help_text in (
@@ -392,7 +429,17 @@ def main(argv: list[str] | None = None) -> int:
             args.days = days_to_score(args.date, args.start, args.end)
         except ValueError as error:
             args.usage_error(str(error))  # exits 2 with the usage line
-    return args.func(args)
+    if args.command not in ("demo", "run", "score"):
+        return args.func(args)
+    # Before anything is created: a run on a full disk fails in sqlite or DuckDB at some arbitrary point.
+    require_free_space(state_folders(args.settings), args.min_free_mb)
+    try:
+        return args.func(args)
+    except Exception as error:  # the disk filled up during the run (Dagster's own sqlite storage, say)
+        cause = f"{type(error).__name__}: {error}"
+        if is_disk_full(error) or says_disk_full(cause, state_folders(args.settings), args.min_free_mb):
+            raise disk_full_exit(args.settings, args.min_free_mb, cause) from None
+        raise
 
 
 if __name__ == "__main__":

@@ -9,12 +9,11 @@ warehouse or its lock, so it keeps answering while the pipeline runs.
 `online_features.py` turns it and a request's rows into `features`.
 """
 
-import os
-import uuid
 from pathlib import Path
 
 import dagster as dg
 
+from engagement_pipeline.atomic_files import remove_leftovers, replacing
 from engagement_pipeline.resources import Storage, Warehouse
 
 SNAPSHOT_FILE = "history.parquet"
@@ -33,29 +32,20 @@ def _sql_string(path: Path) -> str:
 
 def write_snapshot(con, folder: Path) -> dict:
     """Copy `classifications` to `folder`/history.parquet atomically; returns rows, users and the latest time."""
-    folder.mkdir(parents=True, exist_ok=True)
     target = snapshot_path(folder)
-    temporary = folder / f".{SNAPSHOT_FILE}.{uuid.uuid4().hex}.tmp"
     excluded = ", ".join(PROVENANCE_COLUMNS)  # our own constant names
-    try:
+    remove_leftovers([folder], SNAPSHOT_FILE)  # a killed run's temporary
+    with replacing(target, "history snapshot") as temporary:
+        # written in place (use_tmp_file false): the locked temporary is the file DuckDB fills
         con.execute(
             f"""
             copy (
                 select * exclude ({excluded}) from classifications
                 order by user_key, created_at, classification_id
-            ) to {_sql_string(temporary)} (format parquet, compression zstd, row_group_size {ROW_GROUP_ROWS})
+            ) to {_sql_string(temporary)}
+            (format parquet, compression zstd, row_group_size {ROW_GROUP_ROWS}, use_tmp_file false)
             """
         )
-        with open(temporary, "rb") as handle:
-            os.fsync(handle.fileno())
-        os.replace(temporary, target)
-        directory = os.open(folder, os.O_RDONLY)
-        try:
-            os.fsync(directory)  # the rename itself survives a crash
-        finally:
-            os.close(directory)
-    finally:
-        temporary.unlink(missing_ok=True)
     rows, users, latest = con.execute(
         "select count(*), count(distinct user_key), max(created_at)::varchar from read_parquet(?)", [str(target)]
     ).fetchone()

@@ -22,8 +22,6 @@ The page is written beside its final place and renamed over it.
 import base64
 import datetime as dt
 import html
-import os
-import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -31,6 +29,7 @@ import dagster as dg
 import numpy as np
 from pydantic import Field
 
+from engagement_pipeline.atomic_files import remove_leftovers, replacing
 from engagement_pipeline.drift import (
     PSI_THRESHOLD,
     DriftResult,
@@ -76,16 +75,8 @@ def predictions_file(predictions: Path, day: str) -> Path:
 
 def write_text_atomically(text: str, target: Path) -> None:
     """Write beside `target`, fsync, rename over it: a reader sees the old page or the new one."""
-    target.parent.mkdir(parents=True, exist_ok=True)
-    temporary = target.with_name(f".{target.name}.{uuid.uuid4().hex}.tmp")
-    try:
-        with open(temporary, "w", encoding="utf-8") as handle:
-            handle.write(text)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(temporary, target)
-    finally:
-        temporary.unlink(missing_ok=True)
+    with replacing(target, "report") as temporary:
+        temporary.write_text(text, encoding="utf-8")
 
 
 # --------------------------------------------------------------------------- the data
@@ -395,6 +386,7 @@ def engagement_report(
         day, version, warehouse, tracking, storage.predictions, config, log=context.log
     )
     target = report_path(storage.reports, day)
+    remove_leftovers(storage.reports.glob("date=*"), target.name)  # a killed run's page, of any day
     write_text_atomically(page, target)
     context.log.info(f"report for {day} -> {target}")
     images = {f"plot_{name}": dg.MetadataValue.md(png_markdown(name, png)) for name, png in figures.items()}

@@ -25,6 +25,7 @@ from pathlib import Path
 import dagster as dg
 from pydantic import Field
 
+from engagement_pipeline.disk_space import DiskFullError, is_disk_full
 from engagement_pipeline.settings import DEFAULT_HOME
 
 EXPERIMENT_NAME = "engagement"
@@ -172,6 +173,10 @@ class Warehouse(dg.ConfigurableResource):
                 if self.threads:
                     con.execute("SET threads = ?", [self.threads])
                 yield con
+            except duckdb.Error as error:
+                if is_disk_full(error):  # rolled back: what was stored stays
+                    raise DiskFullError.for_warehouse(path, error) from None
+                raise
             finally:
                 con.close()
 

@@ -8,12 +8,11 @@ MLflow's pyfunc flavor exactly as any other consumer would load it.
 
 The file is written beside its final place and renamed into it: a reader sees
 the old file or the new one, never half of one, and a failed run leaves the
-previous file in place.
+previous file in place. The hidden temporaries of killed scoring runs, of any
+day, are removed when the next one writes (atomic_files.py).
 """
 
 import datetime as dt
-import os
-import uuid
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -21,6 +20,7 @@ import dagster as dg
 import numpy as np
 from pydantic import Field
 
+from engagement_pipeline.atomic_files import remove_leftovers, replacing
 from engagement_pipeline.evaluation import markdown_table
 from engagement_pipeline.registry import Champion, find_champion, load_model
 from engagement_pipeline.resources import Storage, Tracking, Warehouse
@@ -107,15 +107,8 @@ def write_atomically(table, target: Path) -> None:
     """Write beside `target`, fsync, then rename over it: readers see the old file or the new one."""
     import pyarrow.parquet as pq
 
-    target.parent.mkdir(parents=True, exist_ok=True)
-    temporary = target.with_name(f".{target.name}.{uuid.uuid4().hex}.tmp")
-    try:
+    with replacing(target, "predictions file") as temporary:
         pq.write_table(table, temporary)
-        with open(temporary, "rb") as handle:
-            os.fsync(handle.fileno())
-        os.replace(temporary, target)
-    finally:
-        temporary.unlink(missing_ok=True)
 
 
 def probability_summary(table, horizons: list[int]) -> str:
@@ -220,6 +213,8 @@ def user_predictions(
 
     table = predictions_table(champion, matrix, active, day_span.end, config.batch_size)
     target = storage.prediction_file(day)
+    for leftover in remove_leftovers(storage.predictions.glob("date=*"), target.name):
+        context.log.info(f"Removed {leftover}, left by a scoring run that was killed")
     write_atomically(table, target)
     context.log.info(f"{table.num_rows:,} users scored -> {target}")
     if not active_users:

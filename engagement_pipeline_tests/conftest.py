@@ -40,6 +40,22 @@ def engagement_home(tmp_path, monkeypatch) -> Path:
     return home
 
 
+@pytest.fixture(scope="session")
+def scored_home(tmp_path_factory):
+    """A home with a champion and one scored day, built once per session (a few minutes), saved.
+
+    `scored_home()` restores it (same path: MLflow records absolute artifact locations) and returns
+    (home, env of the pipeline processes); `.home`, `.saved` and `.env` for tests that restore it elsewhere.
+    """
+    from engagement_pipeline_tests.crash_helpers import ScoredHome, build_scored_home, snapshot
+
+    root = tmp_path_factory.mktemp("scored")
+    home, saved = root / "home", root / "saved"
+    env = build_scored_home(home, root / "exports", root / "logs")
+    snapshot(home, saved)
+    return ScoredHome(home, saved, env)
+
+
 @pytest.fixture
 def settings(engagement_home) -> Settings:
     return Settings.from_environment()

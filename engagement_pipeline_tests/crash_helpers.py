@@ -8,6 +8,7 @@ its log, the warehouse lock being held), never through a hook in the code.
 
 from __future__ import annotations
 
+import errno
 import fcntl
 import json
 import os
@@ -18,11 +19,13 @@ import sqlite3
 import subprocess
 import sys
 import time
-from contextlib import closing
+from collections.abc import Iterator
+from contextlib import closing, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
 import duckdb
+import pytest
 
 from engagement_pipeline_tests.conftest import QUICK_TRAINING, copy_real_exports
 
@@ -211,6 +214,22 @@ def build_scored_home(home: Path, exports: Path, logs: Path, generated_rows: int
     return env
 
 
+@dataclass
+class ScoredHome:
+    """A home built once by `build_scored_home` and saved; calling it restores the home to that state.
+
+    It is restored to the same path because MLflow records absolute artifact locations.
+    """
+
+    home: Path
+    saved: Path
+    env: dict[str, str]
+
+    def __call__(self) -> tuple[Path, dict[str, str]]:
+        restore(self.saved, self.home)
+        return self.home, self.env
+
+
 def snapshot(home: Path, to: Path) -> None:
     """Copy a home whose processes have all ended (the copy restores it to the same path)."""
     shutil.rmtree(to, ignore_errors=True)
@@ -220,3 +239,39 @@ def snapshot(home: Path, to: Path) -> None:
 def restore(snapshot_dir: Path, home: Path) -> None:
     shutil.rmtree(home, ignore_errors=True)
     shutil.copytree(snapshot_dir, home)
+
+
+@contextmanager
+def small_disk(folder: Path, size_kb: int) -> Iterator[Path]:
+    """A tmpfs of `size_kb` mounted on `folder` (created), unmounted afterwards; skips when mounting is refused.
+
+    Whether this process may mount is found out by trying (root in a container without the capability cannot).
+    """
+    folder.mkdir(parents=True, exist_ok=True)
+    mounted = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", f"size={size_kb}k,mode=700", "tmpfs", str(folder)],
+        capture_output=True,
+        text=True,
+    )
+    if mounted.returncode != 0:
+        pytest.skip(f"cannot mount a small tmpfs here (needs root and CAP_SYS_ADMIN): {mounted.stderr.strip()}")
+    try:
+        yield folder
+    finally:
+        if subprocess.run(["umount", str(folder)], capture_output=True).returncode != 0:
+            subprocess.run(["umount", "-l", str(folder)], check=True)  # busy: detach it now, freed when let go
+
+
+def fill_disk(folder: Path) -> None:
+    """Write a file under `folder` until its disk has no byte left (unbuffered: each write is the disk's answer)."""
+    handle = os.open(folder / "ballast", os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+    try:
+        for size in (65_536, 4096, 1):  # then the last partial blocks
+            while True:
+                try:
+                    os.write(handle, b"\0" * size)
+                except OSError as error:
+                    assert error.errno == errno.ENOSPC, error
+                    break
+    finally:
+        os.close(handle)

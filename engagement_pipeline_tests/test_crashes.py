@@ -7,6 +7,9 @@ the warehouse, a damaged predictions file, a moved `champion` alias; and that
 the same command run again completes.
 """
 
+import os
+import sys
+import uuid
 from pathlib import Path
 
 import pyarrow.parquet as pq
@@ -22,16 +25,13 @@ from engagement_pipeline_tests.crash_helpers import (
     TINY_TRAINING,
     Run,
     assert_ingest_consistent,
-    build_scored_home,
     champion,
     lock_is_held,
     materialize_argv,
     pipeline_env,
     prediction_file,
     read_warehouse,
-    restore,
     run_to_end,
-    snapshot,
 )
 
 BIG_ROWS = 300_000  # a few seconds of loading on 2 cores: room to kill it in the middle
@@ -124,24 +124,6 @@ def test_killed_sql_models_leave_each_table_old_or_new_never_half(tmp_path, big_
     assert old["features"] != new["features"] and new["features"][0] == assert_ingest_consistent(home)["rows"]
 
 
-@pytest.fixture(scope="module")
-def scored_home(tmp_path_factory):
-    """A home with a champion and one scored day, built once; `reset()` puts it back for each test.
-
-    It is restored to the same path because MLflow records absolute artifact locations.
-    """
-    root = tmp_path_factory.mktemp("scored")
-    home, exports, saved = root / "home", root / "exports", root / "saved"
-    env = build_scored_home(home, exports, root / "logs")
-    snapshot(home, saved)
-
-    def reset() -> tuple[Path, dict[str, str]]:
-        restore(saved, home)
-        return home, env
-
-    return reset
-
-
 def test_killed_training_moves_no_alias_and_a_rerun_registers_a_model(tmp_path, scored_home):
     home, env = scored_home()
     predictions_before = prediction_file(home).read_bytes()
@@ -175,9 +157,70 @@ def test_killed_scoring_keeps_the_previous_file_and_a_rerun_replaces_it(tmp_path
     assert champion(home) == ("1", 1)
     assert_ingest_consistent(home)
 
-    run_to_end(materialize_argv("user_predictions", partition=SCORE_DAY), env, tmp_path / "rerun.log")
+    # Temporaries of writers killed mid-write, of this day and another, and one of a writer still writing.
+    other_day = home / "predictions" / "date=2017-01-12"
+    other_day.mkdir()
+    killed = [start_leftover_writer(folder, tmp_path) for folder in (target.parent, other_day)]
+    for writer, _ in killed:
+        writer.kill()
+    live, live_temporary = start_leftover_writer(target.parent, tmp_path)
+    try:
+        # no reader takes a temporary for a day's file (pyarrow's dataset discovery here)
+        assert pq.read_table(home / "predictions").num_rows == old.num_rows
+
+        run_to_end(materialize_argv("user_predictions", partition=SCORE_DAY), env, tmp_path / "rerun.log")
+        assert temporaries(home) == [live_temporary]  # the killed writers' are gone, the live writer's is not
+    finally:
+        live.kill()
     new = pq.read_table(target)
     assert new.schema == old.schema and new.num_rows == old.num_rows
     assert new.column("scored_at")[0].as_py() > old.column("scored_at")[0].as_py()
-    # Only the one file is visible to readers of the partition folder (a temporary one may remain, hidden).
+    # Only the one file is visible to readers of the partition folder.
     assert [p.name for p in target.parent.iterdir() if not p.name.startswith(".")] == ["predictions.parquet"]
+
+
+# A writer's part of atomic_files.replacing, on its own: a locked temporary, half written, then it hangs.
+LEFTOVER_WRITER = """
+import fcntl, os, sys, time
+handle = os.open(sys.argv[1], os.O_CREAT | os.O_EXCL | os.O_RDWR, 0o600)
+fcntl.flock(handle, fcntl.LOCK_EX)
+os.write(handle, b"PAR1 half of a parquet file")
+print("writing", flush=True)
+time.sleep(600)
+"""
+
+
+def start_leftover_writer(folder: Path, logs: Path, name: str = "predictions.parquet") -> tuple[Run, Path]:
+    temporary = folder / f".{name}.{uuid.uuid4().hex}.tmp"
+    run = Run.start([sys.executable, "-c", LEFTOVER_WRITER, str(temporary)], {}, logs / f"{temporary.name}.log")
+    run.wait_for("writing", timeout_s=30)
+    return run, temporary
+
+
+def temporaries(home: Path) -> list[Path]:
+    return sorted(home.glob("predictions/*/.*.tmp"))
+
+
+def test_the_snapshot_writer_removes_a_killed_writers_temporary_too(tmp_path):
+    import duckdb
+
+    from engagement_pipeline import atomic_files
+    from engagement_pipeline.history_snapshot import SNAPSHOT_FILE, write_snapshot
+
+    folder = tmp_path / "serving"
+    folder.mkdir()
+    writer, dead = start_leftover_writer(folder, tmp_path, name=SNAPSHOT_FILE)
+    writer.kill()
+    earlier = atomic_files.STARTED_AT - 60  # as if killed before this process started, as a real leftover is
+    os.utime(dead, (earlier, earlier))
+    # unlocked but younger than this process: perhaps a writer that created it and is about to lock it
+    unlocked_new = folder / f".{SNAPSHOT_FILE}.{uuid.uuid4().hex}.tmp"
+    unlocked_new.write_bytes(b"")
+    with duckdb.connect() as con:
+        con.execute(
+            "create table classifications as select 1::bigint as classification_id, 'u1' as user_key,"
+            " now() as created_at, 'export.csv' as source_file, 2 as source_line, now() as ingested_at"
+        )
+        assert write_snapshot(con, folder)["rows"] == 1
+    assert not dead.exists() and unlocked_new.exists()
+    assert sorted(p.name for p in folder.iterdir()) == sorted([SNAPSHOT_FILE, unlocked_new.name])
