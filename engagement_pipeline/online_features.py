@@ -200,6 +200,7 @@ class _History:
         self._db.execute("SET TimeZone = 'UTC'")
         self._db.execute(online_sql().history_sql(snapshot))
         self._pool: queue.LifoQueue = queue.LifoQueue()
+        self._cursor_lock = threading.Lock()
         self.matrix_sql: str | None = None
         describing = self._connect()  # the column names of `features`, from the plan, once
         described = describing.execute(f"describe {online_sql().features_sql}").fetchall()
@@ -211,7 +212,8 @@ class _History:
         self.matrix_sql = ordered_features_sql(self.feature_names, table=f"({online_sql().features_sql}) as features")
 
     def _connect(self):
-        con = self._db.cursor()  # the same database; its own temp tables, variables and settings
+        with self._cursor_lock:  # the parent connection is not for concurrent use, even to make cursors
+            con = self._db.cursor()  # the same database; its own temp tables, variables and settings
         con.execute("SET TimeZone = 'UTC'")
         con.execute("set variable salt = ?", [self._salt])
         con.register("request_rows", request_table([]))
