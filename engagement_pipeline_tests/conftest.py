@@ -78,6 +78,39 @@ def csv_text(header: list[str], rows: list[list[str]], line_ending: str = "\n") 
     return buffer.getvalue()
 
 
+@pytest.fixture(scope="session")
+def trained_home(tmp_path_factory) -> tuple[Path, dict]:
+    """(home, what training reported) of the small trained pipeline test_scoring and test_servers share.
+
+    Built once per session (shared_homes.build_trained_home); read it, or take a copy (shared_homes.copy_home).
+    """
+    from engagement_pipeline_tests.shared_homes import build_trained_home
+
+    home = tmp_path_factory.mktemp("trained") / "home"
+    return home, build_trained_home(home)
+
+
+@pytest.fixture(scope="session")
+def scored_home(tmp_path_factory):
+    """A home with a champion and one scored day (test_crashes, test_privacy), built once per session.
+
+    `reset()` restores its snapshot and returns (home, the pipeline processes' environment). It is
+    restored to the same path because MLflow records absolute artifact locations.
+    """
+    from engagement_pipeline_tests.crash_helpers import build_scored_home, restore, snapshot
+
+    root = tmp_path_factory.mktemp("scored")
+    home, exports, saved = root / "home", root / "exports", root / "saved"
+    env = build_scored_home(home, exports, root / "logs")
+    snapshot(home, saved)
+
+    def reset() -> tuple[Path, dict[str, str]]:
+        restore(saved, home)
+        return home, env
+
+    return reset
+
+
 # Modules whose every test starts real servers or pipeline subprocesses, or trains a model
 # through Dagster: `pytest -m "not slow"` leaves them out for a fast everyday loop. Single slow
 # tests elsewhere carry @pytest.mark.slow themselves.

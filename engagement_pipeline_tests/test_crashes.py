@@ -22,16 +22,13 @@ from engagement_pipeline_tests.crash_helpers import (
     TINY_TRAINING,
     Run,
     assert_ingest_consistent,
-    build_scored_home,
     champion,
     lock_is_held,
     materialize_argv,
     pipeline_env,
     prediction_file,
     read_warehouse,
-    restore,
     run_to_end,
-    snapshot,
 )
 
 BIG_ROWS = 300_000  # a few seconds of loading on 2 cores: room to kill it in the middle
@@ -122,24 +119,6 @@ def test_killed_sql_models_leave_each_table_old_or_new_never_half(tmp_path, big_
     finished = MODELS[: MODELS.index("features")]
     assert {name: killed[name] for name in finished} == {name: new[name] for name in finished}
     assert old["features"] != new["features"] and new["features"][0] == assert_ingest_consistent(home)["rows"]
-
-
-@pytest.fixture(scope="module")
-def scored_home(tmp_path_factory):
-    """A home with a champion and one scored day, built once; `reset()` puts it back for each test.
-
-    It is restored to the same path because MLflow records absolute artifact locations.
-    """
-    root = tmp_path_factory.mktemp("scored")
-    home, exports, saved = root / "home", root / "exports", root / "saved"
-    env = build_scored_home(home, exports, root / "logs")
-    snapshot(home, saved)
-
-    def reset() -> tuple[Path, dict[str, str]]:
-        restore(saved, home)
-        return home, env
-
-    return reset
 
 
 def test_killed_training_moves_no_alias_and_a_rerun_registers_a_model(tmp_path, scored_home):

@@ -26,7 +26,7 @@ from engagement_pipeline.resources import Warehouse
 from engagement_pipeline.settings import Settings
 from engagement_pipeline.sql_models import build_models
 from engagement_pipeline_tests.conftest import MICHIGAN_EXPORT, csv_text, read_rows
-from engagement_pipeline_tests.crash_helpers import build_scored_home, prediction_file
+from engagement_pipeline_tests.crash_helpers import prediction_file
 from engagement_pipeline_tests.project import project_resources
 
 REPO = Path(__file__).resolve().parent.parent
@@ -57,11 +57,10 @@ def decoded_warehouse_text(database: Path) -> str:
 
 
 @pytest.fixture(scope="module")
-def full_run(tmp_path_factory):
-    root = tmp_path_factory.mktemp("privacy")
-    home, exports = root / "home", root / "exports"
-    build_scored_home(home, exports, root / "logs")
-    return home, exports
+def full_run(scored_home):
+    """The session's scored home (conftest.py), freshly restored: the crash tests ran their kills in it."""
+    home, env = scored_home()
+    return home, Path(env["ENGAGEMENT_EXPORTS_DIR"])
 
 
 def test_no_raw_user_ip_or_user_name_in_any_file_under_engagement_home(full_run):
