@@ -94,6 +94,18 @@ def csv_text(header: list[str], rows: list[list[str]], line_ending: str = "\n") 
     return buffer.getvalue()
 
 
+@pytest.fixture(scope="session")
+def trained_home(tmp_path_factory) -> tuple[Path, dict]:
+    """(home, what training reported) of the small trained pipeline test_scoring and test_servers share.
+
+    Built once per session (shared_homes.build_trained_home); read it, or take a copy (shared_homes.copy_home).
+    """
+    from engagement_pipeline_tests.shared_homes import build_trained_home
+
+    home = tmp_path_factory.mktemp("trained") / "home"
+    return home, build_trained_home(home)
+
+
 # Modules whose every test starts real servers or pipeline subprocesses, or trains a model
 # through Dagster: `pytest -m "not slow"` leaves them out for a fast everyday loop. Single slow
 # tests elsewhere carry @pytest.mark.slow themselves.

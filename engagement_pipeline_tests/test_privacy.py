@@ -58,7 +58,8 @@ def decoded_warehouse_text(database: Path) -> str:
 
 @pytest.fixture(scope="module")
 def full_run(scored_home):
-    home, env = scored_home()  # the crash tests' home, restored: one full run for both
+    """The session's scored home (conftest.py), freshly restored: the crash tests ran their kills in it."""
+    home, env = scored_home()
     return home, Path(env["ENGAGEMENT_EXPORTS_DIR"])
 
 

@@ -1,13 +1,14 @@
 """Nightly scoring: day boundaries, the contract's Parquet schema, atomic replace, the schedule,
 and probabilities equal to what the champion returns through pyfunc for the same windows.
 
-One small real pipeline (generated export -> ingest -> SQL models -> a quickly
-trained champion) is built once for the module; each test scores days on a
-copy of its warehouse and MLflow store, so tests cannot disturb each other.
+One small real pipeline (generated export plus hand-made volunteers around a
+UTC midnight, shared_homes.BOUNDARY_ROWS -> ingest -> SQL models -> a quickly
+trained champion) is built once per session (shared with test_servers); each
+test scores days on a copy of its warehouse and MLflow store, so tests cannot
+disturb each other.
 """
 
 import datetime as dt
-import shutil
 from pathlib import Path
 
 import dagster as dg
@@ -18,78 +19,27 @@ import pyarrow.parquet as pq
 import pytest
 
 from engagement_pipeline.definitions import defs
-from engagement_pipeline.ingest import ingest_assets
 from engagement_pipeline.registry import load_champion
-from engagement_pipeline.sample import write_export
 from engagement_pipeline.scoring import (
     daily_partitions,
     nightly_scoring_schedule,
     user_predictions,
     write_atomically,
 )
-from engagement_pipeline.sql_models import sql_model_assets, sql_model_checks
-from engagement_pipeline.train_asset import engagement_model
 from engagement_pipeline.windows import gather_windows, load_feature_matrix
-from engagement_pipeline_tests.conftest import QUICK_TRAINING, csv_text
 from engagement_pipeline_tests.project import project_resources
-from engagement_pipeline_tests.training_fixtures import crown_latest_version
+from engagement_pipeline_tests.shared_homes import copy_home
 
 CONTRACT_COLUMNS = [
     "user_key", "as_of", "last_classification_at", "n_classifications",
     "p_continue_10m", "p_continue_20m", "p_continue_30m", "model_name", "model_version", "scored_at",
 ]  # fmt: skip
-HEADER = [
-    "classification_id", "user_name", "user_id", "user_ip", "workflow_id", "workflow_name",
-    "workflow_version", "created_at", "gold_standard", "expert", "metadata", "annotations",
-    "subject_data", "subject_ids",
-]  # fmt: skip
-# Hand-made volunteers after the generated data (which ends 2025-09-15), around a UTC midnight.
-BOUNDARY_ROWS = [
-    # user 9001: only at 23:59:59 on the 20th
-    ["90000001", "late", "9001", "ip1", "1", "w", "1", "2025-09-20 23:59:59 UTC", "", "", "{}", "[]", "{}", "1"],
-    # user 9002: only at 00:00:00 on the 21st
-    ["90000002", "early", "9002", "ip2", "1", "w", "1", "2025-09-21 00:00:00 UTC", "", "", "{}", "[]", "{}", "1"],
-    # user 9003: three on the 20th, one on the 19th (counts only the 20th; history includes the 19th)
-    ["90000003", "busy", "9003", "ip3", "1", "w", "1", "2025-09-19 12:00:00 UTC", "", "", "{}", "[]", "{}", "1"],
-    ["90000004", "busy", "9003", "ip3", "1", "w", "1", "2025-09-20 08:00:00 UTC", "", "", "{}", "[]", "{}", "1"],
-    ["90000005", "busy", "9003", "ip3", "1", "w", "1", "2025-09-20 08:01:00 UTC", "", "", "{}", "[]", "{}", "1"],
-    ["90000006", "busy", "9003", "ip3", "1", "w", "1", "2025-09-20 08:03:30 UTC", "", "", "{}", "[]", "{}", "1"],
-    # user 9004: active on the 19th only
-    ["90000007", "gone", "9004", "ip4", "1", "w", "1", "2025-09-19 18:00:00 UTC", "", "", "{}", "[]", "{}", "1"],
-]  # fmt: skip
-
-
-@pytest.fixture(scope="module")
-def trained(tmp_path_factory) -> Path:
-    """ENGAGEMENT_HOME of a small pipeline with a champion, built once for the module."""
-    home = tmp_path_factory.mktemp("scoring") / "home"
-    exports = home.parent / "exports"
-    exports.mkdir()
-    write_export(exports / "generated.csv", n_classifications=6_000, seed=3)
-    (exports / "boundary.csv").write_text(csv_text(HEADER, BOUNDARY_ROWS))
-    with pytest.MonkeyPatch.context() as env:
-        env.setenv("ENGAGEMENT_HOME", str(home))
-        env.setenv("ENGAGEMENT_EXPORTS_DIR", str(exports))
-        env.delenv("MLFLOW_TRACKING_URI", raising=False)
-        result = dg.materialize(
-            [*ingest_assets, *sql_model_assets(), *sql_model_checks, engagement_model],
-            resources=project_resources(),
-            run_config={"ops": {"engagement_model": {"config": QUICK_TRAINING}}},
-        )
-        assert result.success
-        crown_latest_version(
-            project_resources()["tracking"]
-        )  # a tiny export cannot pass the promotion gate: these tests are about what happens after it
-    return home
 
 
 @pytest.fixture
-def home(trained, engagement_home, monkeypatch) -> Path:
-    """A private copy of the trained pipeline as this test's ENGAGEMENT_HOME."""
-    shutil.rmtree(engagement_home)
-    shutil.copytree(trained, engagement_home)
-    (engagement_home / "dagster").mkdir(exist_ok=True)
-    return engagement_home
+def home(trained_home, engagement_home) -> Path:
+    """A private copy of the session's trained pipeline (conftest.py) as this test's ENGAGEMENT_HOME."""
+    return copy_home(trained_home[0], engagement_home)
 
 
 def score(day: str, *, raise_on_error: bool = True) -> dg.ExecuteInProcessResult:

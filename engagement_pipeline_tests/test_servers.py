@@ -35,16 +35,11 @@ import requests
 
 from engagement_pipeline.cli import mlflow_ui_command
 from engagement_pipeline.definitions import defs
-from engagement_pipeline.ingest import ingest_assets, ingest_checks
 from engagement_pipeline.resources import CHAMPION_ALIAS, EXPERIMENT_NAME, REGISTERED_MODEL_NAME
-from engagement_pipeline.sample import write_export
 from engagement_pipeline.scoring import user_predictions
 from engagement_pipeline.settings import Settings
-from engagement_pipeline.sql_models import sql_model_assets, sql_model_checks
-from engagement_pipeline.train_asset import engagement_model
-from engagement_pipeline_tests.conftest import QUICK_TRAINING
 from engagement_pipeline_tests.project import project_resources
-from engagement_pipeline_tests.training_fixtures import crown_latest_version
+from engagement_pipeline_tests.shared_homes import copy_home
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 SNAPSHOT = Path(__file__).parent / "snapshots" / "definitions.json"
@@ -289,32 +284,11 @@ def test_dagster_ui_shows_the_pipeline(tmp_path, http):
 # --------------------------------------------------------------------------- MLflow UI
 
 
-@pytest.fixture(scope="module")
-def trained(tmp_path_factory) -> tuple[Path, dict]:
-    """A fresh ENGAGEMENT_HOME after materializing every unpartitioned asset; and what training reported."""
-    home = tmp_path_factory.mktemp("servers") / "home"
-    exports = home.parent / "exports"
-    exports.mkdir()
-    write_export(exports / "generated.csv", n_classifications=6_000, seed=3)
-    with pytest.MonkeyPatch.context() as env:
-        env.setenv("ENGAGEMENT_HOME", str(home))
-        env.setenv("ENGAGEMENT_EXPORTS_DIR", str(exports))
-        env.delenv("MLFLOW_TRACKING_URI", raising=False)
-        result = dg.materialize(
-            [*ingest_assets, *ingest_checks, *sql_model_assets(), *sql_model_checks, engagement_model],
-            resources=project_resources(),
-            run_config={"ops": {"engagement_model": {"config": QUICK_TRAINING}}},
-        )
-        assert result.success
-        crown_latest_version(
-            project_resources()["tracking"]
-        )  # a tiny export cannot pass the promotion gate: these tests are about what happens after it
-    (reported,) = [
-        {key: getattr(value, "value", value) for key, value in event.materialization.metadata.items()}
-        for event in result.get_asset_materialization_events()
-        if event.asset_key == dg.AssetKey("engagement_model")
-    ]
-    return home, reported
+@pytest.fixture
+def trained(trained_home) -> tuple[Path, dict]:
+    """The session's trained home (conftest.py: every unpartitioned asset materialized on a fresh
+    ENGAGEMENT_HOME, the latest version crowned) and what the training asset reported. Read only."""
+    return trained_home
 
 
 def test_mlflow_ui_shows_the_experiment_model_and_champion(trained, monkeypatch, tmp_path, http):
@@ -358,10 +332,9 @@ def test_mlflow_ui_shows_the_experiment_model_and_champion(trained, monkeypatch,
         assert_group_stops(server)
 
 
-def test_declared_prediction_schema_matches_a_scored_day(trained, monkeypatch):
+def test_declared_prediction_schema_matches_a_scored_day(trained, engagement_home):
     """The column schema the Dagster UI shows for user_predictions is the file the asset writes."""
-    home, _ = trained
-    monkeypatch.setenv("ENGAGEMENT_HOME", str(home))
+    copy_home(trained[0], engagement_home)  # a private copy: scoring writes into the home
     with project_resources()["warehouse"].connect() as con:
         (day,) = con.execute("select max(created_at)::date::varchar from classifications").fetchone()
     result = dg.materialize([user_predictions], partition_key=day, resources=project_resources())

@@ -18,6 +18,8 @@ import shutil
 import sys
 import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import dagster as dg
@@ -144,13 +146,9 @@ class Server:
         return self.http.post(f"{self.url}/invocations", json={"dataframe_records": records}, timeout=120)
 
 
-@pytest.fixture
-def server(pipeline, tmp_path, monkeypatch):
-    """`python -m engagement_pipeline.cli serve` on a private copy of the pipeline's home, in its own group."""
-    home = _copy_home(pipeline, tmp_path)
-    monkeypatch.setenv("ENGAGEMENT_HOME", str(home))
-    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
-    monkeypatch.setenv("PYTHONPATH", str(REPO_ROOT))
+@contextmanager
+def _serving(home: Path, tmp_path: Path) -> Iterator[Server]:
+    """`python -m engagement_pipeline.cli serve` on `home` in its own group (ENGAGEMENT_HOME already set)."""
     handle = Server(home, tmp_path)
     argv = [sys.executable, "-m", "engagement_pipeline.cli", "serve", "--port", str(handle.port)]
     with server_group(argv, handle.log_path) as process:
@@ -163,6 +161,35 @@ def server(pipeline, tmp_path, monkeypatch):
         )
         yield handle
     handle.http.close()
+
+
+@pytest.fixture(scope="module")
+def reading_server(pipeline, tmp_path_factory):
+    """One server for the tests that only send requests: nothing they send changes what it serves.
+
+    Its log accumulates every such test's requests, so each "no identity in the log" check covers
+    the earlier tests' rows too. A test that changes the pipeline's state takes `server` instead.
+    """
+    tmp_path = tmp_path_factory.mktemp("reading_server")
+    home = _copy_home(pipeline, tmp_path)
+    with pytest.MonkeyPatch.context() as env:
+        env.setenv("ENGAGEMENT_HOME", str(home))
+        env.delenv("MLFLOW_TRACKING_URI", raising=False)
+        env.setenv("PYTHONPATH", str(REPO_ROOT))
+        with _serving(home, tmp_path) as handle:
+            env.undo()  # the server has its environment; the tests keep theirs
+            yield handle
+
+
+@pytest.fixture
+def server(pipeline, tmp_path, monkeypatch):
+    """A server of its own on a private copy of the pipeline's home, for a test that changes that home."""
+    home = _copy_home(pipeline, tmp_path)
+    monkeypatch.setenv("ENGAGEMENT_HOME", str(home))
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    monkeypatch.setenv("PYTHONPATH", str(REPO_ROOT))
+    with _serving(home, tmp_path) as handle:
+        yield handle
 
 
 def _request_rows(held: list[dict], seed: int = 0) -> list[dict]:
@@ -188,7 +215,8 @@ def _raw_identities(rows: list[dict]) -> set[str]:
     return {r["user_name"] for r in rows if r["user_name"]} | {r["user_ip"] for r in rows if r["user_ip"]}
 
 
-def test_online_equals_batch_for_new_rows_of_several_volunteers_and_leaks_no_identity(server, pipeline):
+def test_online_equals_batch_for_new_rows_of_several_volunteers_and_leaks_no_identity(reading_server, pipeline):
+    server = reading_server
     held, reference = pipeline["held"], pipeline["reference"]
     records = _request_rows(held)
     response = server.invocations(records)
@@ -219,7 +247,8 @@ def test_online_equals_batch_for_new_rows_of_several_volunteers_and_leaks_no_ide
     assert "favourite_colour" not in server_log and "teal" not in server_log
 
 
-def test_bad_rows_are_refused_naming_the_record_and_the_problem(server, pipeline):
+def test_bad_rows_are_refused_naming_the_record_and_the_problem(reading_server, pipeline):
+    server = reading_server
     good = pipeline["held"][0]
     bad = dict(good, created_at="yesterday-ish", user_name="Ada Lovelace", user_ip="10.9.8.7")
     response = server.invocations([good, bad])

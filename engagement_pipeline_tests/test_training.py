@@ -55,6 +55,28 @@ def dataset(synthetic_db):
         return load_dataset(con)
 
 
+@pytest.fixture(scope="module")
+def trained_run(tmp_path_factory):
+    """(home, dataset, config, result) of one run_training (TINY) on the synthetic data, in a store of its own.
+
+    Trained once for the tests that inspect what a training run logged and registered; the run itself
+    is only read afterwards (test_run_training... also registers more versions, after its own checks
+    of the first).
+    """
+    root = tmp_path_factory.mktemp("run_training")
+    database = make_warehouse(root / "warehouse.duckdb", n_rows=3_000, seed=1)
+    with duckdb.connect(str(database), read_only=True) as con:
+        con.execute("SET TimeZone = 'UTC'")
+        dataset = load_dataset(con)
+    home = root / "home"
+    config = TrainingConfig(**TINY)
+    with pytest.MonkeyPatch.context() as env:
+        env.setenv("ENGAGEMENT_HOME", str(home))
+        env.delenv("MLFLOW_TRACKING_URI", raising=False)
+        result = run_training(dataset, config, project_resources()["tracking"])
+    return home, dataset, config, result
+
+
 # --------------------------------------------------------------------------- data and split
 
 
@@ -272,12 +294,12 @@ def constant_model(n_features: int, n_horizons: int):
     return model.eval()
 
 
-def test_run_training_logs_registers_and_promotes_only_a_model_at_least_as_good(dataset, tmp_path):
+def test_run_training_logs_registers_and_promotes_only_a_model_at_least_as_good(trained_run, tmp_path, monkeypatch):
     import mlflow
 
+    home, dataset, config, result = trained_run
+    monkeypatch.setenv("ENGAGEMENT_HOME", str(home))
     tracking = project_resources()["tracking"]
-    config = TrainingConfig(**TINY)
-    result = run_training(dataset, config, tracking)
     client = tracking.client()
 
     # the run: contract metrics for every model and horizon, per-epoch curves, artifacts
@@ -449,9 +471,10 @@ def test_the_gate_keeps_a_model_no_better_than_chance_out_and_find_champion_says
     assert f"v{version}" in str(error.value) and "not distinguishable from chance" in str(error.value)
 
 
-def test_run_metrics_carry_intervals_the_lift_and_words(dataset):
+def test_run_metrics_carry_intervals_the_lift_and_words(trained_run, monkeypatch):
+    home, _, _, result = trained_run
+    monkeypatch.setenv("ENGAGEMENT_HOME", str(home))
     tracking = project_resources()["tracking"]
-    result = run_training(dataset, TrainingConfig(**{**TINY, "epochs": 1}), tracking)
     run = tracking.client().get_run(result.run_id)
     for prefix in ("", "gbdt_", "random_forest_", "logistic_"):
         for w in HORIZONS:
