@@ -68,8 +68,10 @@ def find_champion(tracking: Tracking) -> ChampionVersion:
     """The version the `champion` alias points at; an error saying why when there is none."""
     from mlflow.exceptions import MlflowException
 
-    client = tracking.client()
     name = tracking.registered_model_name
+    if not tracking.store_exists():  # nothing trained yet: say so without creating an empty store to look in
+        raise NoChampionError(no_champion_message(None, name, tracking.uri()))
+    client = tracking.client()
     try:
         version = client.get_model_version_by_alias(name, CHAMPION_ALIAS)
     except MlflowException:
@@ -81,7 +83,7 @@ def no_champion_message(client, name: str, uri: str) -> str:
     from mlflow.exceptions import MlflowException
 
     try:
-        versions = client.search_model_versions(f"name = '{name}'")
+        versions = client.search_model_versions(f"name = '{name}'") if client is not None else []
     except MlflowException:
         versions = []
     if not versions:

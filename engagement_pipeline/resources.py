@@ -201,6 +201,10 @@ class Tracking(dg.ConfigurableResource):
     def uri(self) -> str:
         return self.tracking_uri or f"sqlite:///{home_path(self.home) / 'mlflow.db'}"
 
+    def store_exists(self) -> bool:
+        """False only for the project's own store before anything was logged to it (a server's: unknown, True)."""
+        return not self.project_store or (home_path(self.home) / "mlflow.db").exists()
+
     def client(self):
         """Point mlflow at the store (creating the experiment with its artifact folder) and return a client."""
         import mlflow
