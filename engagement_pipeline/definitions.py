@@ -22,7 +22,12 @@ from engagement_pipeline.history_snapshot import history_snapshot
 from engagement_pipeline.ingest import ingest_assets, ingest_checks
 from engagement_pipeline.monitoring import monitoring_checks
 from engagement_pipeline.report import engagement_report
-from engagement_pipeline.scoring import nightly_scoring_job, nightly_scoring_schedule, user_predictions
+from engagement_pipeline.scoring import (
+    nightly_scoring_job,
+    nightly_scoring_schedule,
+    previous_day_schedule,
+    user_predictions,
+)
 from engagement_pipeline.settings import Settings
 from engagement_pipeline.sql_models import sql_model_assets, sql_model_checks
 from engagement_pipeline.stalled_runs import stalled_runs_sensor
@@ -50,10 +55,9 @@ nightly_report_job = dg.define_asset_job(
     selection=dg.AssetSelection.assets(engagement_report),
     description="Write the morning report of one UTC day: who to reach, drop-off, realized quality, drift.",
 )
-nightly_report_schedule = dg.build_schedule_from_partitioned_job(
+nightly_report_schedule = previous_day_schedule(
     nightly_report_job,
     hour_of_day=3,
-    minute_of_hour=0,
     name="nightly_report_schedule",
     description="Every night at 03:00 UTC, an hour after scoring: the report of the previous UTC day.",
 )

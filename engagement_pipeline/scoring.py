@@ -264,11 +264,33 @@ nightly_scoring_job = dg.define_asset_job(
     description="Score the users active on one UTC day with the champion model.",
 )
 
+
+def previous_day_schedule(job, hour_of_day: int, name: str, description: str) -> dg.ScheduleDefinition:
+    """Every day at `hour_of_day`:00 UTC, one run of `job` for the partition of the last complete UTC day.
+
+    Written out rather than with `build_schedule_from_partitioned_job`, which calls the deprecated
+    `run_request_for_partition` inside Dagster 1.13.
+    """
+
+    @dg.schedule(
+        cron_schedule=f"0 {hour_of_day} * * *",
+        execution_timezone="UTC",
+        job=job,
+        name=name,
+        description=description,
+    )
+    def previous_day(context: dg.ScheduleEvaluationContext) -> dg.RunRequest:
+        tick = context.scheduled_execution_time or dt.datetime.now(dt.UTC)
+        day = (tick.astimezone(dt.UTC) - dt.timedelta(days=1)).strftime("%Y-%m-%d")
+        return dg.RunRequest(run_key=f"{name}:{day}", partition_key=day)
+
+    return previous_day
+
+
 # Fires at 02:00 UTC and requests the partition of the last complete day.
-nightly_scoring_schedule = dg.build_schedule_from_partitioned_job(
+nightly_scoring_schedule = previous_day_schedule(
     nightly_scoring_job,
     hour_of_day=2,
-    minute_of_hour=0,
     name="nightly_scoring_schedule",
     description="Every night at 02:00 UTC, score the previous (last complete) UTC day.",
 )

@@ -15,11 +15,13 @@
   imported them first.
 """
 
+import datetime as dt
 import difflib
 import json
 import os
 import subprocess
 import sys
+import warnings
 from pathlib import Path
 
 import dagster as dg
@@ -278,3 +280,15 @@ def test_the_nightly_refresh_ingests_and_rebuilds_the_models_an_hour_before_scor
     with project_resources()["warehouse"].connect() as con:
         assert con.execute("select count(*) from features").fetchone() == (2153,)
         assert con.execute("select count(distinct horizon_minutes) from labels").fetchone() == (3,)
+
+
+@pytest.mark.parametrize(("schedule_name", "hour"), [("nightly_scoring_schedule", 2), ("nightly_report_schedule", 3)])
+def test_nightly_schedules_request_the_last_complete_utc_day_without_deprecated_calls(schedule_name, hour):
+    schedule = defs.resolve_schedule_def(schedule_name)
+    assert (schedule.cron_schedule, schedule.execution_timezone) == (f"0 {hour} * * *", "UTC")
+    tick = dt.datetime(2025, 9, 21, hour, 0, tzinfo=dt.UTC)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", DeprecationWarning)  # e.g. Dagster's run_request_for_partition
+        context = dg.build_schedule_context(scheduled_execution_time=tick, repository_def=defs.get_repository_def())
+        requests = schedule.evaluate_tick(context).run_requests
+    assert [r.partition_key for r in requests] == ["2025-09-20"]

@@ -182,7 +182,9 @@ def test_the_nightly_schedule_requests_the_last_complete_day_at_2am_utc():
     schedule = defs.resolve_schedule_def(nightly_scoring_schedule.name)
     assert schedule.cron_schedule == "0 2 * * *"
     assert schedule.execution_timezone == "UTC"
-    context = dg.build_schedule_context(scheduled_execution_time=dt.datetime(2025, 9, 21, 2, 0, tzinfo=dt.UTC))
+    context = dg.build_schedule_context(
+        scheduled_execution_time=dt.datetime(2025, 9, 21, 2, 0, tzinfo=dt.UTC), repository_def=defs.get_repository_def()
+    )
     requests = schedule.evaluate_tick(context).run_requests
     assert [r.partition_key for r in requests] == ["2025-09-20"]
 
