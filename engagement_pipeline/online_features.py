@@ -167,17 +167,13 @@ def request_table(records: list[dict]):
 
     schema = pa.schema([(c, pa.string()) for c in online_sql().staged_columns])
     try:
-        return pa.Table.from_pylist(records, schema=schema)  # Arrow's own loop: every value a string or null
-    except (pa.ArrowTypeError, pa.ArrowInvalid):  # a number or a JSON object where the CSV has text
-        text = [{c: _as_text(r.get(c)) for c in schema.names} for r in records]
-    except UnicodeEncodeError:
-        text = None
-    try:
-        if text is not None:
+        try:
+            return pa.Table.from_pylist(records, schema=schema)  # Arrow's own loop: every value a string or null
+        except (pa.ArrowTypeError, pa.ArrowInvalid):  # a number or a JSON object where the CSV has text
+            text = [{c: _as_text(r.get(c)) for c in schema.names} for r in records]
             return pa.Table.from_pylist(text, schema=schema)
-    except UnicodeEncodeError:
-        pass
-    raise BadRequest("a record holds a field that is not valid Unicode text")  # e.g. a lone surrogate escape
+    except UnicodeEncodeError:  # e.g. a lone surrogate escape: not text a CSV could hold
+        raise BadRequest("a record holds a field that is not valid Unicode text") from None
 
 
 @dataclass(frozen=True)
@@ -267,10 +263,6 @@ class OnlineFeatures:
                     self._history = _History(self.snapshot, identity, self._salt, self._threads)
                 history = self._history
         return history
-
-    @property
-    def feature_names(self) -> list[str]:
-        return self._current().feature_names
 
     def build(self, body: bytes | str) -> OnlineBatch:
         """The features of every record of a `{"dataframe_records": [...]}` body; BadRequest when unusable."""

@@ -95,6 +95,22 @@ def csv_text(header: list[str], rows: list[list[str]], line_ending: str = "\n") 
 
 
 @pytest.fixture(scope="session")
+def monitoring_world(tmp_path_factory) -> Path:
+    """The grown project with its champion (monitoring_fixtures.build_world), shared by test_monitoring and test_report."""
+    from engagement_pipeline_tests.monitoring_fixtures import build_world
+
+    return build_world(tmp_path_factory.getbasetemp())
+
+
+@pytest.fixture
+def world_home(monitoring_world, engagement_home) -> Path:
+    """A private copy of the monitoring world as this test's ENGAGEMENT_HOME."""
+    from engagement_pipeline_tests.shared_homes import copy_home
+
+    return copy_home(monitoring_world, engagement_home)
+
+
+@pytest.fixture(scope="session")
 def trained_home(tmp_path_factory) -> tuple[Path, dict]:
     """(home, what training reported) of the small trained pipeline test_scoring and test_servers share.
 

@@ -12,7 +12,6 @@ new, slower workflow would.
 """
 
 import datetime as dt
-import shutil
 from pathlib import Path
 
 import dagster as dg
@@ -64,14 +63,6 @@ def build_world(base: Path) -> Path:
         write_export(exports / "grown.csv", n_classifications=GROWN_ROWS, seed=GROWN_SEED)
         assert dg.materialize([*ingest_assets, *sql_model_assets()], resources=resources).success
     done.touch()
-    return home
-
-
-def copy_world(world: Path, home: Path) -> Path:
-    """A private copy of the world as `home` (the test's ENGAGEMENT_HOME)."""
-    shutil.rmtree(home, ignore_errors=True)
-    shutil.copytree(world, home, ignore=shutil.ignore_patterns("*.lock"))
-    (home / "dagster").mkdir(exist_ok=True)
     return home
 
 

@@ -39,8 +39,6 @@ from engagement_pipeline.scoring import user_predictions
 from engagement_pipeline_tests.monitoring_fixtures import (
     ORDINARY_DAYS,
     SHIFTED_DAY,
-    build_world,
-    copy_world,
     shift_task_durations,
 )
 from engagement_pipeline_tests.project import project_resources
@@ -114,14 +112,9 @@ def test_a_version_without_a_reference_is_named_with_what_to_do(engagement_home)
 # --------------------------------------------------------------------------- the checks, for real
 
 
-@pytest.fixture(scope="module")
-def world(tmp_path_factory):
-    return build_world(tmp_path_factory.getbasetemp())
-
-
 @pytest.fixture
-def home(world, engagement_home):
-    return copy_world(world, engagement_home)
+def home(world_home):
+    return world_home
 
 
 def score(day: str) -> dg.ExecuteInProcessResult:

@@ -16,21 +16,16 @@ from engagement_pipeline import plots
 from engagement_pipeline.definitions import defs
 from engagement_pipeline.report import engagement_report, report_path
 from engagement_pipeline.scoring import daily_partitions, user_predictions
-from engagement_pipeline_tests.monitoring_fixtures import ORDINARY_DAYS, build_world, copy_world
+from engagement_pipeline_tests.monitoring_fixtures import ORDINARY_DAYS
 from engagement_pipeline_tests.project import project_resources
 
 DAY = ORDINARY_DAYS[3]
 SECTIONS = ("who_to_reach", "dropoff", "realized_quality", "drift")
 
 
-@pytest.fixture(scope="module")
-def world(tmp_path_factory):
-    return build_world(tmp_path_factory.getbasetemp())
-
-
 @pytest.fixture
-def home(world, engagement_home):
-    return copy_world(world, engagement_home)
+def home(world_home):
+    return world_home
 
 
 def materialize(assets, day: str, **kwargs) -> dg.ExecuteInProcessResult:
