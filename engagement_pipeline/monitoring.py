@@ -250,8 +250,22 @@ def realized_quality(con_factory, tracking: Tracking, on_or_before: dt.date, log
             result.brier[w] = binary_metrics(y[known], p[known, h])["brier"]
     result.y, result.p = data.labels, p
     if log is not None:
-        log.info(f"realized quality of {model} on {day}: {result.realized}")
+        log.info(f"realized quality of {model} on {day}: {realized_words(result)}")
     return result
+
+
+def realized_words(result: RealizedQuality) -> str:
+    """One line for the logs, e.g. "ROC-AUC 10m 0.576 [0.467, 0.791] (1,204 known outcomes), 20m ..."."""
+    parts = []
+    for w in result.horizons:
+        estimate, low, high = result.realized.get(w, (np.nan,) * 3)
+        known = f"{result.known_outcomes.get(w, 0):,} known outcomes"
+        parts.append(
+            f"{w}m {estimate:.3f} [{low:.3f}, {high:.3f}] ({known})"
+            if np.isfinite(estimate)
+            else f"{w}m none ({known})"
+        )
+    return "ROC-AUC " + ", ".join(parts)
 
 
 def realized_markdown(result: RealizedQuality) -> str:

@@ -29,9 +29,11 @@ from engagement_pipeline.drift import (
     psi,
 )
 from engagement_pipeline.monitoring import (
+    RealizedQuality,
     auc_with_interval,
     day_drift_for_champion,
     monitoring_checks,
+    realized_words,
     weighted_auc,
 )
 from engagement_pipeline.registry import find_champion
@@ -231,3 +233,16 @@ def test_feature_drift_without_a_reference_warns_saying_what_to_do(home):
     assert not drift.passed and drift.severity == dg.AssetCheckSeverity.WARN
     assert f"v{old.version}" in drift.description and "has no drift_reference.json" in drift.description
     assert "Materialize `engagement_model`" in drift.description
+
+
+def test_realized_quality_reads_as_rounded_figures_in_the_log():
+    result = RealizedQuality(
+        dt.date(2025, 9, 13),
+        "engagement-lstm v1",
+        [10, 20],
+        realized={10: (0.5759751007484168, 0.4665353644868698, 0.7911126731065614)},
+        known_outcomes={10: 1204},
+    )
+    assert realized_words(result) == (
+        "ROC-AUC 10m 0.576 [0.467, 0.791] (1,204 known outcomes), 20m none (0 known outcomes)"
+    )
