@@ -98,9 +98,9 @@ class OnlineSql:
 
     request_view: str  # csv_rows: the request body as the CSV reader stages a file
     stage_sql: str  # the ingest's own parse step: csv_rows -> parsed_rows
-    judge_sql: str  # rows, unusable ones (and why), ids in request order, the volunteers' stored rows
+    judge_sql: str  # how many rows, how many unusable (and why), the ids in request order
     features_sql: str  # history + parsed_rows -> every model `features` needs -> `features` rows
-    keep_sql: str  # history + parsed_rows -> KEPT_ROWS_VARIABLE, the same rows as one list of structs
+    keep_sql: str  # history + parsed_rows -> KEPT_ROWS_VARIABLE, the same rows as one list (NULL: over $1 rows)
     kept_features_template: str  # the models over the list parameter $1 (its type filled in per connection)
     model_columns: tuple[str, ...]  # what the history table keeps of the snapshot
     staged_columns: tuple[str, ...]  # what the staging reads of a request's rows
@@ -145,8 +145,7 @@ def online_sql() -> OnlineSql:
             count(*),
             count(reason),
             list(classification_id order by rowid),
-            list('record ' || rowid || ': ' || reason order by rowid) filter (where reason is not null),
-            (select count(*) from history where user_key in (select user_key from parsed_rows))
+            list('record ' || rowid || ': ' || reason order by rowid) filter (where reason is not null)
         from parsed_rows
     """
     columns = ", ".join(model_columns)
@@ -168,7 +167,11 @@ def online_sql() -> OnlineSql:
         stage_sql=stage_sql,
         judge_sql=judge_sql,
         features_sql=_models_over(first_copies.format(columns=columns, rows=candidates)),
-        keep_sql=f"set variable {KEPT_ROWS_VARIABLE} = (select list(struct_pack({packed})) from ({candidates}))",
+        # at most $1 + 1 rows are read: a volunteer with a long history costs no more than the limit
+        keep_sql=(
+            f"set variable {KEPT_ROWS_VARIABLE} = (select case when count(*) <= $1 then list(struct_pack({packed})) "
+            f"end from (select * from ({candidates}) limit $1 + 1))"
+        ),
         kept_features_template=_models_over(
             first_copies.format(columns=columns, rows="select unnest($1::{list_type}, recursive := true)")
         ),
@@ -275,7 +278,7 @@ class _History:
         if self.matrix_sql is not None:
             # The kept rows' type, as DuckDB names it (over the empty parsed_rows: a NULL of that type); the
             # parameter is declared with exactly that type, so a request's value never forces a re-plan.
-            con.execute(sql.keep_sql)
+            con.execute(sql.keep_sql, [0])
             (list_type,) = con.execute(f"select typeof(getvariable('{KEPT_ROWS_VARIABLE}'))").fetchone()
             kept = ordered_features_sql(self.feature_names, table=f"({sql.kept_features_sql(list_type)}) as features")
             con.execute(f"prepare online_matrix as {kept}")  # planned once per connection, reused
@@ -339,16 +342,17 @@ class OnlineFeatures:
             con.register("request_rows", request_table(records))
             try:
                 con.execute(sql.stage_sql)  # -> parsed_rows: typed, user key hashed, each row judged
-                ((n, n_bad, ids, reasons, n_stored),) = con.execute(sql.judge_sql).fetchall()
+                ((n, n_bad, ids, reasons),) = con.execute(sql.judge_sql).fetchall()
                 if n_bad:
                     more = f" (and {n_bad - 10} more)" if n_bad > 10 else ""
                     raise BadRequest(f"{n_bad} of {n} record(s) cannot be scored: {'; '.join(reasons[:10])}{more}")
-                kept_plan = n + n_stored <= self.kept_plan_max_rows
-                if kept_plan:  # the models' kept plan, over the rows as its parameter
-                    con.execute(sql.keep_sql)
-                    con.execute(f"execute online_matrix(getvariable('{KEPT_ROWS_VARIABLE}'))")
-                    table = _small_result(con)
-                else:  # the same models over the tables, planned for this request's size
+                # The models' kept plan, over the rows as its parameter; no rows back when there were too
+                # many to keep (the list is NULL): then the same models over the tables, planned for them.
+                con.execute(sql.keep_sql, [self.kept_plan_max_rows])
+                con.execute(f"execute online_matrix(getvariable('{KEPT_ROWS_VARIABLE}'))")
+                table = _small_result(con)
+                kept_plan = table.num_rows > 0  # n >= 1 usable rows: the kept plan has at least their features
+                if not kept_plan:
                     table = con.sql("execute online_matrix_direct").to_arrow_table()
                 matrix = matrix_from_arrow(table, history.feature_names)
             finally:

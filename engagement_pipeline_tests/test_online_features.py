@@ -78,6 +78,24 @@ def test_online_features_equal_the_batch_features_for_new_and_stored_rows(online
     assert any(k.startswith("h:") for k in batch.matrix.user_key[batch.rows])  # hashed like the ingest hashes
 
 
+def test_the_kept_plan_takes_a_request_up_to_its_limit_of_rows_and_the_planned_road_the_rest(online_and_batch):
+    online, records, reference = online_and_batch
+    volunteer = lambda r: r.get("user_id") or r.get("user_name")
+    rows = [r for r in records if volunteer(r) == volunteer(records[0])]
+    body = json.dumps({"dataframe_records": rows})
+    first = online.build(body)
+    key = first.matrix.user_key[first.rows[0]]
+    with duckdb.connect() as con:
+        sql = "select count(*) from read_parquet(?) where user_key = ?"
+        ((stored,),) = con.execute(sql, [str(online.snapshot), key]).fetchall()
+    # the rows the models read: the volunteer's stored ones and the request's (a re-sent stored row counted twice)
+    for limit, kept in ((stored + len(rows), True), (stored + len(rows) - 1, False)):
+        online.kept_plan_max_rows = limit
+        batch = online.build(body)
+        assert batch.kept_plan is kept, limit
+        _assert_batch_features(batch, rows, reference)
+
+
 def test_one_volunteers_request_runs_the_models_on_the_connections_kept_plan(online_and_batch, tmp_path):
     online, records, reference = online_and_batch
     volunteer = lambda r: r.get("user_id") or r.get("user_name")
