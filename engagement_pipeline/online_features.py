@@ -34,8 +34,11 @@ the models' step of one volunteer from ~27-35 to ~12 ms CPU). A large
 request (over `KEPT_PLAN_MAX_ROWS` rows with its volunteers' stored ones,
 e.g. a batch of 10,000) runs the same models over the tables directly,
 planned for its own size: there the planning is a small share and a list
-of a hundred thousand structs is not.
-Both roads are the same SQL text over the same rows, and both are tested
+of a hundred thousand structs is not. The gathering itself tells the two
+apart: it reads at most the limit and one more row, and leaves the list
+NULL when there are more, so the kept plan returns nothing and the request
+is planned. The list holds what `parsed_rows` holds of a row (the salted
+user key, never `user_name`). Both roads are the same SQL text over the same rows, and both are tested
 against the batch path. Each request works on a connection (a cursor of
 the history's database) of its own, taken from a pool: temp tables and
 variables are per connection, so concurrent requests never see each
