@@ -38,11 +38,11 @@ of a hundred thousand structs is not. The gathering itself tells the two
 apart: it reads at most the limit and one more row, and leaves the list
 NULL when there are more, so the kept plan returns nothing and the request
 is planned. The list holds what `parsed_rows` holds of a row (the salted
-user key, never `user_name`). Both roads are the same SQL text over the same rows, and both are tested
-against the batch path. Each request works on a connection (a cursor of
-the history's database) of its own, taken from a pool: temp tables and
-variables are per connection, so concurrent requests never see each
-other's rows.
+user key, never `user_name`). Both roads are the same SQL text over the
+same rows, and both are tested against the batch path. Each request works
+on a connection (a cursor of the history's database) of its own, taken
+from a pool: temp tables and variables are per connection, so concurrent
+requests never see each other's rows.
 
 `user_ip` is never extracted from the request (the JSON paths below do not
 name it), and `user_name` only into the salted hash.
@@ -309,7 +309,7 @@ class OnlineFeatures:
         self.snapshot = snapshot
         self._salt = salt
         self._threads = threads
-        self.kept_plan_max_rows = kept_plan_max_rows  # requests of up to this many rows reuse the planned models
+        self.kept_plan_max_rows = kept_plan_max_rows  # the most rows the models may read on the kept plan
         self._history: _History | None = None
         self._loading = threading.Lock()
 
