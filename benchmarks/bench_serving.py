@@ -14,6 +14,12 @@
    connection, volunteers drawn at random (weighted by nothing: a volunteer
    with 3 rows counts as much as one with 5,000): p50, p99, max, and the
    server's CPU seconds per request (what an idle machine would wait for).
+   The server's access log says which road the models took for each
+   (`kept plan`: the plan its connection keeps; `planned`: planned for the
+   request over the tables, for a request of many rows); the share is printed.
+   With --baseline PATH (another checkout of the project), a second server
+   runs that code on the same home and every request goes to both, in a
+   random order: a before/after side by side under the same load.
 4. Throughput, alternately and side by side: (a) POST of the export's last
    10,000 rows (many volunteers) to the server, end to end (JSON both ways,
    staging, history read, SQL models, windows, model); (b) the bare forward
@@ -76,6 +82,12 @@ def main() -> None:
     parser.add_argument("--requests", type=int, default=300)
     parser.add_argument("--batch-rows", type=int, default=10_000)
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument(
+        "--baseline",
+        type=Path,
+        help="another checkout of the project (e.g. `git worktree add /tmp/base main`): its server runs beside "
+        "this tree's on the same home, requests alternate between them",
+    )
     parser.add_argument("--build-only", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
 
@@ -99,7 +111,6 @@ def main() -> None:
         print(f"pipeline home {home} built in {time.perf_counter() - started:.0f}s", flush=True)
 
     import numpy as np
-    import requests
 
     from engagement_pipeline.registry import find_champion, load_model
     from engagement_pipeline.settings import Settings
@@ -124,51 +135,34 @@ def main() -> None:
     print(f"{len(rows):,} classifications, {len(users):,} volunteers; champion v{champion.version} "
           f"(K={champion.window}, F={len(champion.feature_names)}); torch threads 1 on both sides")  # fmt: skip
 
-    port = free_port()
-    log = open(home.parent / "serve.log", "wb")
-    server = subprocess.Popen(
-        [sys.executable, "-m", "engagement_pipeline.cli", "serve", "--port", str(port)],
-        cwd=ROOT, env=dict(os.environ, PYTHONPATH=str(ROOT)), stdout=log, stderr=subprocess.STDOUT,
-        start_new_session=True,
-    )  # fmt: skip
-    url = f"http://127.0.0.1:{port}"
-    http = requests.Session()
-    http.trust_env = False
+    trees = [("this tree", ROOT)] + ([("baseline", args.baseline.resolve())] if args.baseline else [])
+    servers = [Served(name, tree, home.parent / f"serve-{i}.log") for i, (name, tree) in enumerate(trees)]
     try:
-        deadline = time.monotonic() + 300
-        while True:
-            try:
-                if http.get(f"{url}/ping", timeout=5).status_code == 200:
-                    break
-            except requests.RequestException:
-                pass
-            if time.monotonic() > deadline or server.poll() is not None:
-                raise SystemExit("the server did not start: see " + str(home.parent / "serve.log"))
-            time.sleep(0.5)
-
-        def post(records) -> float:
-            body = json.dumps({"dataframe_records": records})
-            start = time.perf_counter()
-            response = http.post(f"{url}/invocations", data=body, headers={"Content-Type": "application/json"})
-            elapsed = time.perf_counter() - start
-            assert response.status_code == 200, response.text
-            assert len(response.json()["predictions"]) == len(records)
-            return elapsed
-
+        for served in servers:
+            served.wait_ready()
         rng = random.Random(0)
         for _ in range(10):  # warm-up: every pooled connection, the model's first calls
-            post(by_user[rng.choice(users)][-100:])
-        latencies, sizes = [], []
-        cpu_before = cpu_seconds(server.pid)
-        for _ in range(args.requests):
+            records = by_user[rng.choice(users)][-100:]
+            for served in servers:
+                served.post(records)
+        sizes = []
+        for served in servers:
+            served.start_counting()
+        for _ in range(args.requests):  # each request to every server, in a random order: the same load for all
             records = by_user[rng.choice(users)][-100:]
             sizes.append(len(records))
-            latencies.append(post(records))
-        cpu_per_request = (cpu_seconds(server.pid) - cpu_before) / args.requests
-        ms = np.array(latencies) * 1000
-        print(f"latency, one volunteer's last <=100 rows (mean {np.mean(sizes):.0f} rows), {args.requests} requests: "
-              f"p50 {np.percentile(ms, 50):.1f} ms, p99 {np.percentile(ms, 99):.1f} ms, max {ms.max():.1f} ms; "
-              f"server CPU {cpu_per_request * 1000:.1f} ms/request")  # fmt: skip
+            for served in rng.sample(servers, len(servers)):
+                served.latencies.append(served.post(records))
+        print(f"latency, one volunteer's last <=100 rows (mean {np.mean(sizes):.0f} rows), {args.requests} requests"
+              f"{' to each server, alternately' if len(servers) > 1 else ''}:")  # fmt: skip
+        time.sleep(0.5)  # the access log lines of the last requests
+        for served in servers:
+            ms = np.array(served.latencies) * 1000
+            cpu_per_request = (cpu_seconds(served.process.pid) - served.cpu_before) / args.requests
+            roads = served.roads()
+            print(f"  {served.name}: p50 {np.percentile(ms, 50):.1f} ms, p99 {np.percentile(ms, 99):.1f} ms, "
+                  f"max {ms.max():.1f} ms; server CPU {cpu_per_request * 1000:.1f} ms/request{roads}")  # fmt: skip
+        print(f"  load average {os.getloadavg()[0]:.1f} (2 cores)")
 
         def bare() -> float:
             start = time.perf_counter()
@@ -176,22 +170,88 @@ def main() -> None:
                 champion.model.predict(chunk)
             return time.perf_counter() - start
 
-        served, forward = [], []
+        forward = []
         for _ in range(args.repeats):
-            served.append(post(batch))
+            for served in servers:
+                served.served.append(served.post(batch))
             forward.append(bare())
-        a, b = min(served), min(forward)
+        b = min(forward)
         n = len(batch)
-        print(f"(a) server, {n:,} rows end to end: best {a * 1000:.0f} ms = {n / a:,.0f} rows/s")
-        print(f"(b) bare forward pass, same windows: best {b * 1000:.0f} ms = {n / b:,.0f} rows/s")
-        print(f"throughput a/b = {b / a:.2f} (target >= 0.5)")
+        print(f"(b) bare forward pass, {n:,} rows' windows: best {b * 1000:.0f} ms = {n / b:,.0f} rows/s")
+        for served in servers:
+            a = min(served.served)
+            print(f"(a) {served.name}, {n:,} rows end to end: best {a * 1000:.0f} ms = {n / a:,.0f} rows/s; "
+                  f"throughput a/b = {b / a:.2f} (target >= 0.5)")  # fmt: skip
     finally:
-        os.killpg(server.pid, signal.SIGTERM)
+        for served in servers:
+            served.stop()
+
+
+class Served:
+    """`python -m engagement_pipeline.cli serve` from one tree of the project, in its own process group."""
+
+    def __init__(self, name: str, tree: Path, log_path: Path):
+        import requests
+
+        self.name, self.log_path = name, log_path
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.log = open(log_path, "wb")
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "engagement_pipeline.cli", "serve", "--port", str(self.port)],
+            cwd=tree, env=dict(os.environ, PYTHONPATH=str(tree)), stdout=self.log, stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )  # fmt: skip
+        self.http = requests.Session()
+        self.http.trust_env = False
+        self.latencies: list[float] = []
+        self.served: list[float] = []
+
+    def wait_ready(self) -> None:
+        import requests
+
+        deadline = time.monotonic() + 300
+        while True:
+            try:
+                if self.http.get(f"{self.url}/ping", timeout=5).status_code == 200:
+                    return
+            except requests.RequestException:
+                pass
+            if time.monotonic() > deadline or self.process.poll() is not None:
+                raise SystemExit(f"the server ({self.name}) did not start: see {self.log_path}")
+            time.sleep(0.5)
+
+    def post(self, records) -> float:
+        body = json.dumps({"dataframe_records": records})
+        start = time.perf_counter()
+        response = self.http.post(f"{self.url}/invocations", data=body, headers={"Content-Type": "application/json"})
+        elapsed = time.perf_counter() - start
+        assert response.status_code == 200, response.text
+        assert len(response.json()["predictions"]) == len(records)
+        return elapsed
+
+    def start_counting(self) -> None:
+        self.log.flush()
+        self.log_start = self.log_path.stat().st_size
+        self.cpu_before = cpu_seconds(self.process.pid)
+
+    def roads(self) -> str:
+        """Which road the models took for the counted requests, from the access log (when it says)."""
+        with open(self.log_path, "rb") as handle:
+            handle.seek(self.log_start)
+            lines = [line for line in handle.read().decode().splitlines() if line.startswith("POST /invocations 200")]
+        kept = sum("(kept plan)" in line for line in lines)
+        planned = sum("(planned)" in line for line in lines)
+        return f"; kept plan {kept}, planned {planned}" if kept + planned else ""
+
+    def stop(self) -> None:
+        os.killpg(self.process.pid, signal.SIGTERM)
         try:
-            server.wait(timeout=30)
+            self.process.wait(timeout=30)
         except subprocess.TimeoutExpired:
-            os.killpg(server.pid, signal.SIGKILL)
-        log.close()
+            os.killpg(self.process.pid, signal.SIGKILL)
+        self.log.close()
+        self.http.close()
 
 
 if __name__ == "__main__":

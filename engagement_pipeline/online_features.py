@@ -12,21 +12,37 @@ batch path does, with the batch path's own SQL; no feature is written twice:
 2. The request's rows are staged as the CSV reader stages them (a view
    `csv_rows` over the request body: text, `NA` and empty fields NULL) and
    typed, judged and hashed by the ingest's own `ingest_sql/parse_rows.sql`.
-3. One statement does the rest: the stored history of the request's
-   volunteers only (every feature of a classification uses that
-   classification and the same user's earlier ones, so other users change
-   nothing) plus the request's rows, deduplicated by `classification_id` as
-   the ingest does (a stored row is the same event; within a request the
-   first copy wins), then every `sql/` model `features` needs, verbatim, as
-   materialized CTEs, in dependency order, and the matrix read off the end.
+3. The stored history of the request's volunteers only (every feature of a
+   classification uses that classification and the same user's earlier
+   ones, so other users change nothing) plus the request's rows,
+   deduplicated by `classification_id` as the ingest does (a stored row is
+   the same event; within a request the first copy wins), then every `sql/`
+   model `features` needs, verbatim, as materialized CTEs of one statement,
+   in dependency order, and the matrix read off the end.
 
-Why so few statements: for a request of one volunteer the data is tiny and
-DuckDB's parsing, binding and optimizing of each statement is most of the
-cost (about 10-30 ms per statement on these machines), so the models run as
-one query rather than one table each. Each request works on a connection
-(a cursor of the history's database) of its own, taken from a pool: temp
-tables and variables are per connection, so concurrent requests never see
-each other's rows.
+Why it is shaped this way: for a request of one volunteer the data is tiny
+and DuckDB's parsing, binding and optimizing of each statement is most of
+the cost, so the models run as one statement rather than one table each,
+and that statement is planned once per connection and reused. DuckDB (2.0)
+re-binds and re-optimizes a prepared statement on every EXECUTE when it
+reads a table, but not when its data comes in as a parameter. So a small
+request's rows (its volunteers' history and its own rows, a few hundred)
+are gathered by one short statement into a connection variable, a list of
+structs, and handed to the prepared models statement as its parameter:
+`EXECUTE online_matrix(getvariable(...))` runs the kept plan (measured:
+the models' step of one volunteer from ~27-35 to ~12 ms CPU). A large
+request (over `KEPT_PLAN_MAX_ROWS` rows with its volunteers' stored ones,
+e.g. a batch of 10,000) runs the same models over the tables directly,
+planned for its own size: there the planning is a small share and a list
+of a hundred thousand structs is not. The gathering itself tells the two
+apart: it reads at most the limit and one more row, and leaves the list
+NULL when there are more, so the kept plan returns nothing and the request
+is planned. The list holds what `parsed_rows` holds of a row (the salted
+user key, never `user_name`). Both roads are the same SQL text over the
+same rows, and both are tested against the batch path. Each request works
+on a connection (a cursor of the history's database) of its own, taken
+from a pool: temp tables and variables are per connection, so concurrent
+requests never see each other's rows.
 
 `user_ip` is never extracted from the request (the JSON paths below do not
 name it), and `user_name` only into the salted hash.
@@ -72,6 +88,13 @@ def _read_by(sql_texts: list[str], columns: tuple[str, ...]) -> tuple[str, ...]:
     return tuple(c for c in columns if any(re.search(rf"\b{c}\b", sql) for sql in sql_texts))
 
 
+KEPT_ROWS_VARIABLE = "online_classifications"  # a connection's own variable: its request's rows, as structs
+# A request whose rows and its volunteers' stored rows number more than this runs the models over the tables,
+# planned for its size. Measured on the benchmark's home: the kept plan is cheaper up to ~2,000 rows of one
+# volunteer (761: 19 vs 28 ms CPU; 2,977: 33 vs 29) and ~800 of many (609: 26 vs 31 ms; 4,459: 69 vs 42).
+KEPT_PLAN_MAX_ROWS = 1_500
+
+
 @dataclass(frozen=True)
 class OnlineSql:
     """The statements of the online road, written once from the SQL files (nothing here is a feature)."""
@@ -80,6 +103,8 @@ class OnlineSql:
     stage_sql: str  # the ingest's own parse step: csv_rows -> parsed_rows
     judge_sql: str  # how many rows, how many unusable (and why), the ids in request order
     features_sql: str  # history + parsed_rows -> every model `features` needs -> `features` rows
+    keep_sql: str  # history + parsed_rows -> KEPT_ROWS_VARIABLE, the same rows as one list (NULL: over $1 rows)
+    kept_features_template: str  # the models over the list parameter $1 (its type filled in per connection)
     model_columns: tuple[str, ...]  # what the history table keeps of the snapshot
     staged_columns: tuple[str, ...]  # what the staging reads of a request's rows
 
@@ -87,6 +112,20 @@ class OnlineSql:
         columns = ", ".join(self.model_columns)
         path = "'" + str(snapshot).replace("'", "''") + "'"
         return f"create table history as select {columns} from read_parquet({path}) order by user_key, created_at"
+
+    def kept_features_sql(self, list_type: str) -> str:
+        """The models over the rows of a KEPT_ROWS_VARIABLE of `list_type` (DuckDB's own name of its type)."""
+        return self.kept_features_template.replace("{list_type}", list_type)
+
+
+def _models_over(classifications: str) -> str:
+    """Every `sql/` model `features` needs, verbatim, as materialized CTEs over `classifications`, then features."""
+    *upstream, features = models_for(["features"])
+    if features.name != "features":
+        raise AssertionError(f"`features` must come last in dependency order, not {features.name}")
+    ctes = [("classifications", classifications), *((m.name, m.sql) for m in upstream)]
+    with_clause = ",\n".join(f'"{name}" as materialized (\n{sql}\n)' for name, sql in ctes)
+    return f"with {with_clause}\nselect * from (\n{features.sql}\n)"
 
 
 @functools.cache
@@ -113,26 +152,32 @@ def online_sql() -> OnlineSql:
         from parsed_rows
     """
     columns = ", ".join(model_columns)
-    request_classifications = f"""
-        select {columns}
-        from (
-            select {columns}, 0 as copy_rank, 0 as position
-            from history where user_key in (select user_key from parsed_rows)
-            union all
-            select {columns}, 1 as copy_rank, rowid as position from parsed_rows
-        )
-        qualify row_number() over (partition by classification_id order by copy_rank, position) = 1
+    # The request's volunteers' stored rows (copy 0) and the request's rows (copy 1, in request order) ...
+    candidates = f"""
+        select {columns}, 0 as copy_rank, 0::bigint as position
+        from history where user_key in (select user_key from parsed_rows)
+        union all
+        select {columns}, 1 as copy_rank, rowid as position from parsed_rows
     """  # our own constant column names
-    *upstream, features = models
-    if features.name != "features":
-        raise AssertionError(f"`features` must come last in dependency order, not {features.name}")
-    ctes = [("classifications", request_classifications), *((m.name, m.sql) for m in upstream)]
-    with_clause = ",\n".join(f'"{name}" as materialized (\n{sql}\n)' for name, sql in ctes)
+    # ... of which each classification's first copy is the one the models see, as the ingest keeps the first.
+    first_copies = (
+        "select {columns} from ({rows}) "
+        "qualify row_number() over (partition by classification_id order by copy_rank, position) = 1"
+    )
+    packed = ", ".join(f"{c} := {c}" for c in (*model_columns, "copy_rank", "position"))
     return OnlineSql(
         request_view=request_view,
         stage_sql=stage_sql,
         judge_sql=judge_sql,
-        features_sql=f"with {with_clause}\nselect * from (\n{features.sql}\n)",
+        features_sql=_models_over(first_copies.format(columns=columns, rows=candidates)),
+        # at most $1 + 1 rows are read: a volunteer with a long history costs no more than the limit
+        keep_sql=(
+            f"set variable {KEPT_ROWS_VARIABLE} = (select case when count(*) <= $1 then list(struct_pack({packed})) "
+            f"end from (select * from ({candidates}) limit $1 + 1))"
+        ),
+        kept_features_template=_models_over(
+            first_copies.format(columns=columns, rows="select unnest($1::{list_type}, recursive := true)")
+        ),
         model_columns=model_columns,
         staged_columns=staged_columns,
     )
@@ -182,6 +227,19 @@ class OnlineBatch:
 
     matrix: FeatureMatrix
     rows: np.ndarray  # int64 [n_records]
+    kept_plan: bool  # the models ran on the connection's kept plan (False: over the tables, planned for the request)
+
+
+def _small_result(con):
+    """A cursor's pending (small) result as Arrow, through numpy (NULLs masked, so nulls in Arrow).
+
+    `con.sql(...).to_arrow_table()` of an EXECUTE materializes the rows, then runs a second query to hand
+    them to Arrow: about 2 ms of a one-volunteer request (measured side by side); the cursor's Arrow output
+    would make an extra copy instead, and says so in a warning.
+    """
+    import pyarrow as pa
+
+    return pa.table({name: pa.array(values) for name, values in con.fetchnumpy().items()})
 
 
 class _History:
@@ -192,7 +250,11 @@ class _History:
 
         self.identity = identity
         self._salt = salt
-        self._db = duckdb.connect(config={"threads": threads})
+        # Common-subexpression elimination is the optimizer's costliest pass over the staging statement
+        # (the ingest's parse SQL trims each field several times) and saves nothing on a request's few rows:
+        # off, one volunteer's request costs 1.5 +- 0.5 ms CPU less (measured side by side), a 10,000-row
+        # request the same. The optimizer only chooses how to compute; the results are the same either way.
+        self._db = duckdb.connect(config={"threads": threads, "disabled_optimizers": "common_subexpressions"})
         self._db.execute("SET TimeZone = 'UTC'")
         self._db.execute(online_sql().history_sql(snapshot))
         self._pool: queue.LifoQueue = queue.LifoQueue()
@@ -208,16 +270,24 @@ class _History:
         self.matrix_sql = ordered_features_sql(self.feature_names, table=f"({online_sql().features_sql}) as features")
 
     def _connect(self):
+        sql = online_sql()
         with self._cursor_lock:  # the parent connection is not for concurrent use, even to make cursors
             con = self._db.cursor()  # the same database; its own temp tables, variables and settings
         con.execute("SET TimeZone = 'UTC'")
         con.execute("set variable salt = ?", [self._salt])
         con.register("request_rows", request_table([]))
-        con.execute(online_sql().request_view)
-        con.execute(online_sql().stage_sql)  # an empty parsed_rows, so statements over it can be prepared
+        con.execute(sql.request_view)
+        con.execute(sql.stage_sql)  # an empty parsed_rows, so statements over it can be written
         if self.matrix_sql is not None:
-            # Planned once per connection: for one volunteer's rows, planning is over a third of the work.
-            con.execute(f"prepare online_matrix as {self.matrix_sql}")
+            # The kept rows' type, as DuckDB names it (over the empty parsed_rows: a NULL of that type); the
+            # parameter is declared with exactly that type, so a request's value never forces a re-plan.
+            con.execute(sql.keep_sql, [0])
+            (list_type,) = con.execute(f"select typeof(getvariable('{KEPT_ROWS_VARIABLE}'))").fetchone()
+            kept = ordered_features_sql(self.feature_names, table=f"({sql.kept_features_sql(list_type)}) as features")
+            con.execute(f"prepare online_matrix as {kept}")  # planned once per connection, reused
+            # Re-planned on each EXECUTE (it reads tables), but parsed once; and `con.sql` of a plain SELECT
+            # would bind it twice (once for the relation's columns, once to run it).
+            con.execute(f"prepare online_matrix_direct as {self.matrix_sql}")
         return con
 
     @contextmanager
@@ -235,10 +305,11 @@ class _History:
 class OnlineFeatures:
     """Raw export rows + the snapshot -> `features`, through the ingest's staging SQL and the `sql/` models."""
 
-    def __init__(self, snapshot: Path, salt: str, threads: int = 1):
+    def __init__(self, snapshot: Path, salt: str, threads: int = 1, kept_plan_max_rows: int = KEPT_PLAN_MAX_ROWS):
         self.snapshot = snapshot
         self._salt = salt
         self._threads = threads
+        self.kept_plan_max_rows = kept_plan_max_rows  # the most rows the models may read on the kept plan
         self._history: _History | None = None
         self._loading = threading.Lock()
 
@@ -272,16 +343,26 @@ class OnlineFeatures:
         sql = online_sql()
         with history.connection() as con:
             con.register("request_rows", request_table(records))
-            con.execute(sql.stage_sql)  # -> parsed_rows: typed, user key hashed, each row judged
-            ((n, n_bad, ids, reasons),) = con.execute(sql.judge_sql).fetchall()
-            if n_bad:
-                more = f" (and {n_bad - 10} more)" if n_bad > 10 else ""
-                raise BadRequest(f"{n_bad} of {n} record(s) cannot be scored: {'; '.join(reasons[:10])}{more}")
-            matrix = matrix_from_arrow(con.sql("execute online_matrix").to_arrow_table(), history.feature_names)
-            con.register("request_rows", request_table([]))  # the request's rows are not kept after it
+            try:
+                con.execute(sql.stage_sql)  # -> parsed_rows: typed, user key hashed, each row judged
+                ((n, n_bad, ids, reasons),) = con.execute(sql.judge_sql).fetchall()
+                if n_bad:
+                    more = f" (and {n_bad - 10} more)" if n_bad > 10 else ""
+                    raise BadRequest(f"{n_bad} of {n} record(s) cannot be scored: {'; '.join(reasons[:10])}{more}")
+                # The models' kept plan, over the rows as its parameter; no rows back when there were too
+                # many to keep (the list is NULL): then the same models over the tables, planned for them.
+                con.execute(sql.keep_sql, [self.kept_plan_max_rows])
+                con.execute(f"execute online_matrix(getvariable('{KEPT_ROWS_VARIABLE}'))")
+                table = _small_result(con)
+                kept_plan = table.num_rows > 0  # n >= 1 usable rows: the kept plan has at least their features
+                if not kept_plan:
+                    table = con.sql("execute online_matrix_direct").to_arrow_table()
+                matrix = matrix_from_arrow(table, history.feature_names)
+            finally:
+                con.unregister("request_rows")  # the request's raw rows are not kept after it
         ids = np.asarray(ids, dtype=np.int64)
         order = np.argsort(matrix.classification_id, kind="stable")
         rows = order[np.searchsorted(matrix.classification_id, ids, sorter=order)]
         if not np.array_equal(matrix.classification_id[rows], ids):
             raise AssertionError("a request row has no features row")
-        return OnlineBatch(matrix=matrix, rows=rows)
+        return OnlineBatch(matrix=matrix, rows=rows, kept_plan=kept_plan)

@@ -104,8 +104,10 @@ class OnlineScorer:
         predictions = [
             {"classification_id": i, "user_key": k, **dict(zip(names, p))} for i, k, p in zip(ids, keys, rows)
         ]
+        road = "kept plan" if batch.kept_plan else "planned"
         timing = (
-            f"features {(features_done - started) * 1000:.1f} ms, model {(model_done - features_done) * 1000:.1f} ms"
+            f"features {(features_done - started) * 1000:.1f} ms ({road}), "
+            f"model {(model_done - features_done) * 1000:.1f} ms"
         )
         return {"predictions": predictions}, timing
 

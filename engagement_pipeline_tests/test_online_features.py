@@ -5,7 +5,9 @@ without its latest quarter, snapshotted; (AB) everything, the cat project's
 export included, with the SQL models built. The held-out rows, sent as raw
 export rows (strings, NA fields, user_ip, shuffled, mixed with rows already
 in A's history), must get exactly AB's features and user keys: no second
-definition of any feature exists to drift.
+definition of any feature exists to drift. Both roads through the models are
+held to that: the plan a connection keeps (a small request's rows as its
+parameter) and the statement planned for a large request over the tables.
 """
 
 import json
@@ -54,9 +56,7 @@ def online_and_batch(tmp_path):
     return online, records, reference
 
 
-def test_online_features_equal_the_batch_features_for_new_and_stored_rows(online_and_batch):
-    online, records, reference = online_and_batch
-    batch = online.build(json.dumps({"dataframe_records": records}))
+def _assert_batch_features(batch, records, reference) -> None:
     ids = batch.matrix.classification_id[batch.rows]
     assert ids.tolist() == [int(r["classification_id"]) for r in records]
     where = {c: i for i, c in enumerate(reference.classification_id.tolist())}
@@ -66,7 +66,67 @@ def test_online_features_equal_the_batch_features_for_new_and_stored_rows(online
     got, want = batch.matrix.X[batch.rows], reference.X[expected]
     assert (np.isnan(got) == np.isnan(want)).all()
     np.testing.assert_allclose(np.nan_to_num(got), np.nan_to_num(want), rtol=0, atol=1e-6)
+
+
+@pytest.mark.parametrize("kept_plan", [False, True], ids=["planned-over-the-tables", "kept-plan"])
+def test_online_features_equal_the_batch_features_for_new_and_stored_rows(online_and_batch, kept_plan):
+    online, records, reference = online_and_batch
+    online.kept_plan_max_rows = 10**9 if kept_plan else 0  # this request of ~700 rows on either road
+    batch = online.build(json.dumps({"dataframe_records": records}))
+    assert batch.kept_plan is kept_plan
+    _assert_batch_features(batch, records, reference)
     assert any(k.startswith("h:") for k in batch.matrix.user_key[batch.rows])  # hashed like the ingest hashes
+
+
+def test_the_kept_plan_takes_a_request_up_to_its_limit_of_rows_and_the_planned_road_the_rest(online_and_batch):
+    online, records, reference = online_and_batch
+    volunteer = lambda r: r.get("user_id") or r.get("user_name")
+    rows = [r for r in records if volunteer(r) == volunteer(records[0])]
+    body = json.dumps({"dataframe_records": rows})
+    first = online.build(body)
+    key = first.matrix.user_key[first.rows[0]]
+    with duckdb.connect() as con:
+        sql = "select count(*) from read_parquet(?) where user_key = ?"
+        ((stored,),) = con.execute(sql, [str(online.snapshot), key]).fetchall()
+    # the rows the models read: the volunteer's stored ones and the request's (a re-sent stored row counted twice)
+    for limit, kept in ((stored + len(rows), True), (stored + len(rows) - 1, False)):
+        online.kept_plan_max_rows = limit
+        batch = online.build(body)
+        assert batch.kept_plan is kept, limit
+        _assert_batch_features(batch, rows, reference)
+
+
+def test_one_volunteers_request_runs_the_models_on_the_connections_kept_plan(online_and_batch, tmp_path):
+    online, records, reference = online_and_batch
+    volunteer = lambda r: r.get("user_id") or r.get("user_name")
+    by_volunteer: dict[str, list[dict]] = {}
+    for record in records:
+        by_volunteer.setdefault(volunteer(record), []).append(record)
+    roads = []
+    for rows in by_volunteer.values():  # as a caller scores one volunteer at a time: the default road
+        batch = online.build(json.dumps({"dataframe_records": rows}))
+        _assert_batch_features(batch, rows, reference)
+        roads.append(batch.kept_plan)
+    assert len(roads) > 10 and all(roads)
+
+    # The kept plan is run, not planned again: DuckDB's profile of the EXECUTE shows no optimizer pass,
+    # where the same models planned over the tables go through them all (so the check can fail).
+    history = online._current()
+    con = history._connect()
+    profile = tmp_path / "profile.json"
+    con.execute("PRAGMA enable_profiling = 'json'")
+    con.execute(f"PRAGMA profiling_output = '{profile}'")
+    history._pool.put(con)  # the next request's connection: the pool is last in, first out
+    optimizers = []
+    for limit in (online.kept_plan_max_rows, 0):  # the default road, then the tables' road
+        online.kept_plan_max_rows = limit
+        online.build(json.dumps({"dataframe_records": rows}))
+        profiled = json.loads(profile.read_text())
+        assert profiled["query"]["sql"].startswith("execute online_matrix")
+        optimizers.append(set(profiled.get("optimizer", {})))
+    kept, planned = optimizers
+    assert {"join_order", "filter_pushdown"} <= planned
+    assert not {"join_order", "filter_pushdown"} & kept
 
 
 def test_the_snapshot_holds_no_raw_identity(online_and_batch, tmp_path):

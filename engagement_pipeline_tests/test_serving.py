@@ -232,6 +232,16 @@ def test_online_equals_batch_for_new_rows_of_several_volunteers_and_leaks_no_ide
     assert response.status_code == 200
     _assert_matches_reference(response.json()["predictions"], again + again[:5], reference)
 
+    # One volunteer per request, as a project scores them while they work: the models' kept plan.
+    by_volunteer: dict[str, list[dict]] = {}
+    for record in records:
+        by_volunteer.setdefault(record["user_id"] or record["user_name"], []).append(record)
+    for rows in by_volunteer.values():
+        response = server.invocations(rows)
+        assert response.status_code == 200
+        _assert_matches_reference(response.json()["predictions"], rows, reference)
+    assert server.log_path.read_text().count("(kept plan)") >= len(by_volunteer)
+
     # Rows already in the stored history are those same events: re-sending them changes nothing.
     stored = pipeline["history"][-40:]
     first = server.invocations(stored).json()["predictions"]
