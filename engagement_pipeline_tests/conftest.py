@@ -2,8 +2,16 @@
 
 import csv
 import io
+import os
 import shutil
 from pathlib import Path
+
+# One OpenMP thread for the suite and the pipeline processes it starts (they inherit the environment),
+# set before anything loads an OpenMP runtime. The gbdt baseline (sklearn's HistGradientBoosting) runs
+# many tiny OpenMP regions on the tests' few-thousand-row data; on 2 cores shared with any other process
+# its two threads spin-wait on each other: one fit took 2.3-6.8 s instead of 0.3 s, and the whole-pipeline
+# training tests over twice as long. Thread counts change no result the tests assert. CI may override it.
+os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 import pytest
 
