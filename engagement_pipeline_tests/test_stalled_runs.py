@@ -59,7 +59,7 @@ def test_the_sweep_runs_every_minute_from_the_daemon_without_being_switched_on()
     assert stalled_runs_sensor.minimum_interval_seconds == 60
 
 
-def test_a_training_run_whose_process_died_is_marked_failed_in_mlflow(settings):
+def test_a_training_run_whose_process_died_is_marked_failed_in_mlflow(settings, mlflow_store):
     import socket
     import subprocess
     import sys
