@@ -65,7 +65,7 @@ def mlflow_store(mlflow_store_template, engagement_home) -> Path:
 
 
 @pytest.fixture(scope="session")
-def scored_home(tmp_path_factory):
+def scored_home(tmp_path_factory, mlflow_store_template):
     """A home with a champion and one scored day, built once per session (a few minutes), saved.
 
     `scored_home()` restores it (same path: MLflow records absolute artifact locations) and returns
@@ -75,7 +75,7 @@ def scored_home(tmp_path_factory):
 
     root = tmp_path_factory.mktemp("scored")
     home, saved = root / "home", root / "saved"
-    env = build_scored_home(home, root / "exports", root / "logs")
+    env = build_scored_home(home, root / "exports", root / "logs", mlflow_store_template)
     snapshot(home, saved)
     return ScoredHome(home, saved, env)
 

@@ -16,7 +16,7 @@ start from a copy of one store migrated once per session
 (`make_mlflow_store_template`, `new_mlflow_store`); MLflow itself then adds
 its Default experiment, and the project the `engagement` one, as in a store
 it had just made. Some homes still let MLflow create the store from nothing
-(the scored home's first run through the CLI, the serving tests').
+(test_training's engagement_model asset test, the serving tests').
 """
 
 from __future__ import annotations

@@ -387,7 +387,8 @@ def test_promotion_rule():
     assert promotion_rule(0.5, float("nan"))  # a champion that could not be scored
 
 
-def test_engagement_model_asset_materializes_with_metadata(synthetic_db, mlflow_store):
+def test_engagement_model_asset_materializes_with_metadata(synthetic_db):
+    # no mlflow_store fixture here: on this home MLflow creates its store from nothing, as on a user's first run
     result = dg.materialize(
         [engagement_model],
         resources=project_resources(warehouse=Warehouse(database=str(synthetic_db), threads=2)),
