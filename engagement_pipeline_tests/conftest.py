@@ -2,8 +2,16 @@
 
 import csv
 import io
+import os
 import shutil
 from pathlib import Path
+
+# One OpenMP thread for the suite and the pipeline processes it starts (they inherit the environment),
+# set before anything loads an OpenMP runtime. The gbdt baseline (sklearn's HistGradientBoosting) runs
+# many tiny OpenMP regions on the tests' few-thousand-row data; on 2 cores shared with any other process
+# its two threads spin-wait on each other: one fit took 2.3-6.8 s instead of 0.3 s, and the whole-pipeline
+# training tests over twice as long. Thread counts change no result the tests assert. CI may override it.
+os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 import pytest
 
@@ -41,7 +49,23 @@ def engagement_home(tmp_path, monkeypatch) -> Path:
 
 
 @pytest.fixture(scope="session")
-def scored_home(tmp_path_factory):
+def mlflow_store_template(tmp_path_factory) -> Path:
+    """An empty MLflow sqlite store, migrated once per session (shared_homes.make_mlflow_store_template)."""
+    from engagement_pipeline_tests.shared_homes import make_mlflow_store_template
+
+    return make_mlflow_store_template(tmp_path_factory.mktemp("mlflow_template") / "mlflow.db")
+
+
+@pytest.fixture
+def mlflow_store(mlflow_store_template, engagement_home) -> Path:
+    """This test's home starts with an empty, migrated MLflow store (for tests that train or log to MLflow)."""
+    from engagement_pipeline_tests.shared_homes import new_mlflow_store
+
+    return new_mlflow_store(mlflow_store_template, engagement_home)
+
+
+@pytest.fixture(scope="session")
+def scored_home(tmp_path_factory, mlflow_store_template):
     """A home with a champion and one scored day, built once per session (a few minutes), saved.
 
     `scored_home()` restores it (same path: MLflow records absolute artifact locations) and returns
@@ -51,7 +75,7 @@ def scored_home(tmp_path_factory):
 
     root = tmp_path_factory.mktemp("scored")
     home, saved = root / "home", root / "saved"
-    env = build_scored_home(home, root / "exports", root / "logs")
+    env = build_scored_home(home, root / "exports", root / "logs", mlflow_store_template)
     snapshot(home, saved)
     return ScoredHome(home, saved, env)
 
@@ -95,11 +119,11 @@ def csv_text(header: list[str], rows: list[list[str]], line_ending: str = "\n") 
 
 
 @pytest.fixture(scope="session")
-def monitoring_world(tmp_path_factory) -> Path:
+def monitoring_world(tmp_path_factory, mlflow_store_template) -> Path:
     """The grown project with its champion (monitoring_fixtures.build_world), shared by test_monitoring and test_report."""
     from engagement_pipeline_tests.monitoring_fixtures import build_world
 
-    return build_world(tmp_path_factory.getbasetemp())
+    return build_world(tmp_path_factory.getbasetemp(), mlflow_store_template)
 
 
 @pytest.fixture
@@ -111,7 +135,7 @@ def world_home(monitoring_world, engagement_home) -> Path:
 
 
 @pytest.fixture(scope="session")
-def trained_home(tmp_path_factory) -> tuple[Path, dict]:
+def trained_home(tmp_path_factory, mlflow_store_template) -> tuple[Path, dict]:
     """(home, what training reported) of the small trained pipeline test_scoring and test_servers share.
 
     Built once per session (shared_homes.build_trained_home); read it, or take a copy (shared_homes.copy_home).
@@ -119,7 +143,7 @@ def trained_home(tmp_path_factory) -> tuple[Path, dict]:
     from engagement_pipeline_tests.shared_homes import build_trained_home
 
     home = tmp_path_factory.mktemp("trained") / "home"
-    return home, build_trained_home(home)
+    return home, build_trained_home(home, mlflow_store_template)
 
 
 # Modules whose every test starts real servers or pipeline subprocesses, or trains a model

@@ -191,17 +191,23 @@ def prediction_file(home: Path, day: str = SCORE_DAY) -> Path:
     return home / "predictions" / f"date={day}" / "predictions.parquet"
 
 
-def build_scored_home(home: Path, exports: Path, logs: Path, generated_rows: int = 6_000) -> dict[str, str]:
+def build_scored_home(
+    home: Path, exports: Path, logs: Path, mlflow_store_template: Path | None = None, generated_rows: int = 6_000
+) -> dict[str, str]:
     """A complete pipeline state: real + generated exports ingested, models built, a champion, one day scored.
 
-    Returns the environment of the pipeline processes.
+    The home's MLflow store starts as a copy of `mlflow_store_template` when one is given
+    (shared_homes.new_mlflow_store). Returns the environment of the pipeline processes.
     """
     from engagement_pipeline.sample import write_export
+    from engagement_pipeline_tests.shared_homes import new_mlflow_store
 
     exports.mkdir(parents=True, exist_ok=True)
     copy_real_exports(exports)
     write_export(exports / "generated.csv", generated_rows, seed=3)
     env = pipeline_env(home, exports)
+    if mlflow_store_template is not None:
+        new_mlflow_store(mlflow_store_template, home)
     logs.mkdir(parents=True, exist_ok=True)
     run_to_end(materialize_argv("*engagement_model", training=TINY_TRAINING), env, logs / "base-train.log")
     from engagement_pipeline.resources import Tracking

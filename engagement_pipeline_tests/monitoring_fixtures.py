@@ -22,6 +22,7 @@ from engagement_pipeline.sql_models import sql_model_assets
 from engagement_pipeline.train_asset import engagement_model
 from engagement_pipeline_tests.conftest import QUICK_TRAINING
 from engagement_pipeline_tests.project import project_resources
+from engagement_pipeline_tests.shared_homes import new_mlflow_store
 from engagement_pipeline_tests.training_fixtures import crown_latest_version
 
 TRAIN_ROWS, TRAIN_SEED = 8_000, 3
@@ -30,7 +31,7 @@ ORDINARY_DAYS = [f"2025-09-{d:02d}" for d in range(1, 8)]  # after the training 
 SHIFTED_DAY = "2025-09-09"
 
 
-def build_world(base: Path) -> Path:
+def build_world(base: Path, mlflow_store_template: Path) -> Path:
     """ENGAGEMENT_HOME of the grown project with its champion; built under `base` once, then reused."""
     home = base / "monitoring_world" / "home"
     done = home.parent / "done"
@@ -39,6 +40,7 @@ def build_world(base: Path) -> Path:
     exports = home.parent / "exports"
     exports.mkdir(parents=True, exist_ok=True)
     (home / "dagster").mkdir(parents=True, exist_ok=True)
+    new_mlflow_store(mlflow_store_template, home)
     import pytest
 
     with pytest.MonkeyPatch.context() as env:

@@ -9,11 +9,21 @@ Tests never write to these: each takes a private copy (`copy_home`), or the
 scored home's snapshot restored to the same path. MLflow stores absolute
 artifact locations, so a copy still loads its models from the original
 home's mlartifacts/, which nobody writes after the build.
+
+A new MLflow sqlite store costs seconds of schema migrations (alembic, one
+commit each: 1.9 s of CPU and 5-7 s on a busy disk here). Homes that train
+start from a copy of one store migrated once per session
+(`make_mlflow_store_template`, `new_mlflow_store`); MLflow itself then adds
+its Default experiment, and the project the `engagement` one, as in a store
+it had just made. Some homes still let MLflow create the store from nothing
+(test_training's engagement_model asset test, the serving tests').
 """
 
 from __future__ import annotations
 
 import shutil
+import sqlite3
+from contextlib import closing
 from pathlib import Path
 
 import dagster as dg
@@ -44,7 +54,34 @@ BOUNDARY_ROWS = [
 ]  # fmt: skip
 
 
-def build_trained_home(home: Path) -> dict:
+def make_mlflow_store_template(path: Path) -> Path:
+    """An MLflow sqlite store at `path`, created and migrated by MLflow, then emptied of its one row of data.
+
+    MLflow adds the Default experiment (id 0, its artifact location derived from
+    the working directory) when it opens a store without one, so it is deleted:
+    each copy gets its own, from the MLflow that opens it, exactly as a new store would.
+    """
+    import mlflow
+
+    uri = f"sqlite:///{path}"
+    mlflow.MlflowClient(tracking_uri=uri, registry_uri=uri).search_experiments()  # creates and migrates the store
+    with closing(sqlite3.connect(path)) as con, con:
+        con.execute("delete from experiments")
+        assert con.execute("select count(*) from runs").fetchone() == (0,)
+    return path
+
+
+def new_mlflow_store(template: Path, home: Path) -> Path:
+    """Give `home` (which has no MLflow store yet) a copy of `template` as its mlflow.db."""
+    from engagement_pipeline.resources import private_folder
+
+    store = private_folder(home) / "mlflow.db"  # a home the pipeline would make: its owner's only
+    assert not store.exists(), store
+    shutil.copyfile(template, store)  # a new file: the mode a new store gets (the umask's), not the template's
+    return store
+
+
+def build_trained_home(home: Path, mlflow_store_template: Path) -> dict:
     """ENGAGEMENT_HOME of a small pipeline with a champion; returns what the training asset reported."""
     from engagement_pipeline.ingest import ingest_assets, ingest_checks
     from engagement_pipeline.sample import write_export
@@ -55,6 +92,7 @@ def build_trained_home(home: Path) -> dict:
     exports.mkdir(parents=True)
     write_export(exports / "generated.csv", n_classifications=6_000, seed=3)
     (exports / "boundary.csv").write_text(csv_text(HEADER, BOUNDARY_ROWS))
+    new_mlflow_store(mlflow_store_template, home)
     with pytest.MonkeyPatch.context() as env:
         env.setenv("ENGAGEMENT_HOME", str(home))
         env.setenv("ENGAGEMENT_EXPORTS_DIR", str(exports))

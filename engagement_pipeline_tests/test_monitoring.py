@@ -94,7 +94,7 @@ def test_weighted_auc_equals_sklearn_with_ties_and_weights():
     assert low < estimate < high
 
 
-def test_a_version_without_a_reference_is_named_with_what_to_do(engagement_home):
+def test_a_version_without_a_reference_is_named_with_what_to_do(engagement_home, mlflow_store):
     tracking = project_resources()["tracking"]
     client = tracking.client()
     with mlflow.start_run() as run:

@@ -17,9 +17,13 @@ def started_runs(instance: dg.DagsterInstance) -> list[str]:
 
 
 def start_ingest(tmp_path: Path, name: str) -> tuple[Run, Path]:
+    """An ingest of a 200k-row export (written once per test, a link of it in each home's folder) holding the lock."""
     home, exports = tmp_path / f"home-{name}", tmp_path / f"exports-{name}"
     exports.mkdir()
-    write_export(exports / "big.csv", 200_000, seed=5)
+    big = tmp_path / "big.csv"
+    if not big.exists():
+        write_export(big, 200_000, seed=5)
+    os.link(big, exports / "big.csv")
     run = Run.start(materialize_argv("classifications"), pipeline_env(home, exports), tmp_path / f"{name}.log")
     # the run has started (RUN_START is in the instance) once it holds the warehouse lock
     wait_until(lambda: lock_is_held(home / "warehouse.duckdb.lock"), timeout_s=180, what="the ingest holding the lock")
@@ -59,7 +63,7 @@ def test_the_sweep_runs_every_minute_from_the_daemon_without_being_switched_on()
     assert stalled_runs_sensor.minimum_interval_seconds == 60
 
 
-def test_a_training_run_whose_process_died_is_marked_failed_in_mlflow(settings):
+def test_a_training_run_whose_process_died_is_marked_failed_in_mlflow(settings, mlflow_store):
     import socket
     import subprocess
     import sys

@@ -38,6 +38,7 @@ from engagement_pipeline.training import (
 )
 from engagement_pipeline.windows import gather_windows
 from engagement_pipeline_tests.project import project_resources
+from engagement_pipeline_tests.shared_homes import new_mlflow_store
 from engagement_pipeline_tests.training_fixtures import HORIZONS, make_warehouse
 
 TINY = dict(epochs=2, patience=2, hidden_size=16, batch_size=128, max_val_examples=2_000, window=8)
@@ -56,7 +57,7 @@ def dataset(synthetic_db):
 
 
 @pytest.fixture(scope="module")
-def trained_run(tmp_path_factory):
+def trained_run(tmp_path_factory, mlflow_store_template):
     """(home, dataset, config, result) of one run_training (TINY) on the synthetic data, in a store of its own.
 
     Trained once for the tests that inspect what a training run logged and registered; the run itself
@@ -69,6 +70,7 @@ def trained_run(tmp_path_factory):
         con.execute("SET TimeZone = 'UTC'")
         dataset = load_dataset(con)
     home = root / "home"
+    new_mlflow_store(mlflow_store_template, home)
     config = TrainingConfig(**TINY)
     with pytest.MonkeyPatch.context() as env:
         env.setenv("ENGAGEMENT_HOME", str(home))
@@ -386,6 +388,7 @@ def test_promotion_rule():
 
 
 def test_engagement_model_asset_materializes_with_metadata(synthetic_db):
+    # no mlflow_store fixture here: on this home MLflow creates its store from nothing, as on a user's first run
     result = dg.materialize(
         [engagement_model],
         resources=project_resources(warehouse=Warehouse(database=str(synthetic_db), threads=2)),
@@ -446,7 +449,7 @@ def test_a_weighted_resample_equals_repeating_the_rows():
     assert weighted["pr_auc"][0] == pytest.approx(average_precision_score(y, p, sample_weight=counts))
 
 
-def test_the_gate_keeps_a_model_no_better_than_chance_out_and_find_champion_says_why(dataset):
+def test_the_gate_keeps_a_model_no_better_than_chance_out_and_find_champion_says_why(dataset, mlflow_store):
     from engagement_pipeline.registry import NoChampionError, find_champion
 
     tracking = project_resources()["tracking"]
@@ -511,7 +514,7 @@ def train_export() -> dg.ExecuteInProcessResult:
 
 
 @pytest.mark.slow
-def test_the_michigan_sample_yields_no_champion_worse_than_chance(exports_dir):
+def test_the_michigan_sample_yields_no_champion_worse_than_chance(exports_dir, mlflow_store):
     import shutil
 
     from engagement_pipeline.registry import NoChampionError, find_champion
@@ -534,7 +537,7 @@ def test_the_michigan_sample_yields_no_champion_worse_than_chance(exports_dir):
 
 @pytest.mark.slow
 @pytest.mark.parametrize("shape", ["no metadata column", "metadata without timing"])
-def test_the_whole_pipeline_trains_on_an_export_without_task_timing(exports_dir, tmp_path, shape):
+def test_the_whole_pipeline_trains_on_an_export_without_task_timing(exports_dir, tmp_path, shape, mlflow_store):
     from engagement_pipeline.sample import write_export
 
     generated = write_export(tmp_path / "generated.csv", 4_000, seed=4)
