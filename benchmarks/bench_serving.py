@@ -33,8 +33,6 @@ import csv
 import json
 import os
 import random
-import signal
-import socket
 import subprocess
 import sys
 import time
@@ -62,12 +60,6 @@ def build_home(home: Path, export: Path) -> None:
         run_config={"ops": {"engagement_model": {"config": training}}},
     )
     assert result.success
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 def cpu_seconds(pid: int) -> float:
@@ -193,6 +185,8 @@ class Served:
     def __init__(self, name: str, tree: Path, log_path: Path):
         import requests
 
+        from engagement_pipeline_tests.test_servers import free_port
+
         self.name, self.log_path = name, log_path
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
@@ -245,11 +239,9 @@ class Served:
         return f"; kept plan {kept}, planned {planned}" if kept + planned else ""
 
     def stop(self) -> None:
-        os.killpg(self.process.pid, signal.SIGTERM)
-        try:
-            self.process.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            os.killpg(self.process.pid, signal.SIGKILL)
+        from engagement_pipeline_tests.test_servers import stop_group
+
+        stop_group(self.process)  # SIGTERM to the whole group, SIGKILL what is left; returns once none runs
         self.log.close()
         self.http.close()
 

@@ -260,14 +260,22 @@ class _History:
         self._pool: queue.LifoQueue = queue.LifoQueue()
         self._cursor_lock = threading.Lock()
         self.matrix_sql: str | None = None
+        sql = online_sql()
         describing = self._connect()  # the column names of `features`, from the plan, once
-        described = describing.execute(f"describe {online_sql().features_sql}").fetchall()
+        described = describing.execute(f"describe {sql.features_sql}").fetchall()
+        # The kept rows' type, as DuckDB names it (over the empty parsed_rows: a NULL of that type); the
+        # parameter is declared with exactly that type, so a request's value never forces a re-plan.
+        describing.execute(sql.keep_sql, [0])
+        (list_type,) = describing.execute(f"select typeof(getvariable('{KEPT_ROWS_VARIABLE}'))").fetchone()
         describing.close()
         names = [name for name, *_ in described]
         if tuple(names[: len(KEY_COLUMNS)]) != KEY_COLUMNS:
             raise AssertionError(f"features must start with {KEY_COLUMNS}, found {names[:3]}")
         self.feature_names = names[len(KEY_COLUMNS) :]
-        self.matrix_sql = ordered_features_sql(self.feature_names, table=f"({online_sql().features_sql}) as features")
+        self.kept_matrix_sql = ordered_features_sql(
+            self.feature_names, table=f"({sql.kept_features_sql(list_type)}) as features"
+        )
+        self.matrix_sql = ordered_features_sql(self.feature_names, table=f"({sql.features_sql}) as features")
 
     def _connect(self):
         sql = online_sql()
@@ -278,13 +286,8 @@ class _History:
         con.register("request_rows", request_table([]))
         con.execute(sql.request_view)
         con.execute(sql.stage_sql)  # an empty parsed_rows, so statements over it can be written
-        if self.matrix_sql is not None:
-            # The kept rows' type, as DuckDB names it (over the empty parsed_rows: a NULL of that type); the
-            # parameter is declared with exactly that type, so a request's value never forces a re-plan.
-            con.execute(sql.keep_sql, [0])
-            (list_type,) = con.execute(f"select typeof(getvariable('{KEPT_ROWS_VARIABLE}'))").fetchone()
-            kept = ordered_features_sql(self.feature_names, table=f"({sql.kept_features_sql(list_type)}) as features")
-            con.execute(f"prepare online_matrix as {kept}")  # planned once per connection, reused
+        if self.matrix_sql is not None:  # None only while __init__ describes the statements
+            con.execute(f"prepare online_matrix as {self.kept_matrix_sql}")  # planned once per connection, reused
             # Re-planned on each EXECUTE (it reads tables), but parsed once; and `con.sql` of a plain SELECT
             # would bind it twice (once for the relation's columns, once to run it).
             con.execute(f"prepare online_matrix_direct as {self.matrix_sql}")

@@ -68,6 +68,14 @@ def _assert_batch_features(batch, records, reference) -> None:
     np.testing.assert_allclose(np.nan_to_num(got), np.nan_to_num(want), rtol=0, atol=1e-6)
 
 
+def by_volunteer(records: list[dict]) -> dict[str, list[dict]]:
+    """The records grouped by volunteer (user_id, else user_name), in order of first appearance."""
+    groups: dict[str, list[dict]] = {}
+    for record in records:
+        groups.setdefault(record.get("user_id") or record.get("user_name"), []).append(record)
+    return groups
+
+
 @pytest.mark.parametrize("kept_plan", [False, True], ids=["planned-over-the-tables", "kept-plan"])
 def test_online_features_equal_the_batch_features_for_new_and_stored_rows(online_and_batch, kept_plan):
     online, records, reference = online_and_batch
@@ -80,8 +88,7 @@ def test_online_features_equal_the_batch_features_for_new_and_stored_rows(online
 
 def test_the_kept_plan_takes_a_request_up_to_its_limit_of_rows_and_the_planned_road_the_rest(online_and_batch):
     online, records, reference = online_and_batch
-    volunteer = lambda r: r.get("user_id") or r.get("user_name")
-    rows = [r for r in records if volunteer(r) == volunteer(records[0])]
+    rows = next(iter(by_volunteer(records).values()))  # records[0]'s volunteer
     body = json.dumps({"dataframe_records": rows})
     first = online.build(body)
     key = first.matrix.user_key[first.rows[0]]
@@ -98,12 +105,8 @@ def test_the_kept_plan_takes_a_request_up_to_its_limit_of_rows_and_the_planned_r
 
 def test_one_volunteers_request_runs_the_models_on_the_connections_kept_plan(online_and_batch, tmp_path):
     online, records, reference = online_and_batch
-    volunteer = lambda r: r.get("user_id") or r.get("user_name")
-    by_volunteer: dict[str, list[dict]] = {}
-    for record in records:
-        by_volunteer.setdefault(volunteer(record), []).append(record)
     roads = []
-    for rows in by_volunteer.values():  # as a caller scores one volunteer at a time: the default road
+    for rows in by_volunteer(records).values():  # as a caller scores one volunteer at a time: the default road
         batch = online.build(json.dumps({"dataframe_records": rows}))
         _assert_batch_features(batch, rows, reference)
         roads.append(batch.kept_plan)

@@ -22,7 +22,6 @@ from engagement_pipeline.definitions import defs
 from engagement_pipeline.registry import load_champion
 from engagement_pipeline.scoring import (
     daily_partitions,
-    nightly_scoring_schedule,
     user_predictions,
     write_atomically,
 )
@@ -176,17 +175,6 @@ def test_no_champion_fails_saying_what_to_materialize(engagement_home, warehouse
     assert not result.success
     failure = next(e for e in result.all_events if e.is_step_failure)
     assert "materialize the `engagement_model` asset first" in failure.step_failure_data.error.to_string()
-
-
-def test_the_nightly_schedule_requests_the_last_complete_day_at_2am_utc():
-    schedule = defs.resolve_schedule_def(nightly_scoring_schedule.name)
-    assert schedule.cron_schedule == "0 2 * * *"
-    assert schedule.execution_timezone == "UTC"
-    context = dg.build_schedule_context(
-        scheduled_execution_time=dt.datetime(2025, 9, 21, 2, 0, tzinfo=dt.UTC), repository_def=defs.get_repository_def()
-    )
-    requests = schedule.evaluate_tick(context).run_requests
-    assert [r.partition_key for r in requests] == ["2025-09-20"]
 
 
 def test_partitions_are_utc_days_from_the_configured_start():

@@ -36,6 +36,7 @@ from engagement_pipeline.train_asset import engagement_model
 from engagement_pipeline.windows import gather_windows, load_feature_matrix
 from engagement_pipeline_tests.conftest import QUICK_TRAINING, csv_text
 from engagement_pipeline_tests.project import project_resources
+from engagement_pipeline_tests.test_online_features import by_volunteer
 from engagement_pipeline_tests.test_servers import free_port, log_tail, server_group, stop_group, wait_until
 from engagement_pipeline_tests.training_fixtures import crown_latest_version
 
@@ -233,14 +234,12 @@ def test_online_equals_batch_for_new_rows_of_several_volunteers_and_leaks_no_ide
     _assert_matches_reference(response.json()["predictions"], again + again[:5], reference)
 
     # One volunteer per request, as a project scores them while they work: the models' kept plan.
-    by_volunteer: dict[str, list[dict]] = {}
-    for record in records:
-        by_volunteer.setdefault(record["user_id"] or record["user_name"], []).append(record)
-    for rows in by_volunteer.values():
+    volunteers = by_volunteer(records)
+    for rows in volunteers.values():
         response = server.invocations(rows)
         assert response.status_code == 200
         _assert_matches_reference(response.json()["predictions"], rows, reference)
-    assert server.log_path.read_text().count("(kept plan)") >= len(by_volunteer)
+    assert server.log_path.read_text().count("(kept plan)") >= len(volunteers)
 
     # Rows already in the stored history are those same events: re-sending them changes nothing.
     stored = pipeline["history"][-40:]
