@@ -35,9 +35,10 @@ DAY = "2024-03-15"
 def train_champion(home: Path) -> None:
     import duckdb
 
+    from engagement_pipeline.model.assets import run_training
+    from engagement_pipeline.model.training import TrainingConfig, load_dataset
+    from engagement_pipeline.resources import resources_for
     from engagement_pipeline.settings import Settings
-    from engagement_pipeline.train_asset import run_training
-    from engagement_pipeline.training import TrainingConfig, load_dataset
     from engagement_pipeline_tests.training_fixtures import make_warehouse
 
     small = make_warehouse(home / "train.duckdb", n_rows=20_000, seed=1)
@@ -45,7 +46,7 @@ def train_champion(home: Path) -> None:
         con.execute("SET TimeZone = 'UTC'")
         data = load_dataset(con)
     config = TrainingConfig(epochs=2, max_train_examples=10_000, forest_max_train_rows=5_000)
-    run_training(data, config, Settings.from_environment().resources()["tracking"])
+    run_training(data, config, resources_for(Settings.from_environment())["tracking"])
 
 
 def write_day(path: Path, users: int, history: int, feature_names: list[str]) -> None:
@@ -91,13 +92,14 @@ def main() -> None:
     import numpy as np
     import torch
 
-    from engagement_pipeline.registry import load_champion
-    from engagement_pipeline.scoring import user_predictions
+    from engagement_pipeline.model.registry import load_champion
+    from engagement_pipeline.resources import resources_for
+    from engagement_pipeline.scoring.assets import user_predictions
     from engagement_pipeline.settings import Settings
 
     started = time.perf_counter()
     train_champion(home)
-    champion = load_champion(Settings.from_environment().resources()["tracking"])
+    champion = load_champion(resources_for(Settings.from_environment())["tracking"])
     print(f"champion v{champion.version} trained in {time.perf_counter() - started:.0f}s "
           f"(K={champion.window}, F={len(champion.feature_names)})")  # fmt: skip
     write_day(home / "warehouse.duckdb", args.users, args.history, champion.feature_names)
@@ -119,7 +121,7 @@ def main() -> None:
         result = dg.materialize(
             [user_predictions],
             partition_key=DAY,
-            resources=Settings.from_environment().resources(),
+            resources=resources_for(Settings.from_environment()),
             run_config={"ops": {"user_predictions": {"config": {"batch_size": args.batch_size}}}},
         )
         assert result.success
@@ -131,7 +133,7 @@ def main() -> None:
         times["bare"].append(bare())
     rows = len(
         __import__("pyarrow.parquet").parquet.read_table(
-            Settings.from_environment().resources()["storage"].prediction_file(DAY)
+            resources_for(Settings.from_environment())["storage"].prediction_file(DAY)
         )
     )
     assert rows == args.users, rows

@@ -46,17 +46,18 @@ OUT = ROOT / "benchmarks" / "out"
 def build_home(home: Path, export: Path) -> None:
     import dagster as dg
 
-    from engagement_pipeline.history_snapshot import history_snapshot
-    from engagement_pipeline.ingest import ingest_assets
+    from engagement_pipeline.ingest.assets import ingest_assets
+    from engagement_pipeline.model.assets import engagement_model
+    from engagement_pipeline.resources import resources_for
+    from engagement_pipeline.serving.history_snapshot import history_snapshot
     from engagement_pipeline.settings import Settings
-    from engagement_pipeline.sql_models import sql_model_assets
-    from engagement_pipeline.train_asset import engagement_model
+    from engagement_pipeline.transform.sql_models import sql_model_assets
     from engagement_pipeline_tests.conftest import QUICK_TRAINING
 
     training = {**QUICK_TRAINING, "hidden_size": 32, "max_train_examples": 20_000}  # 32: the default model size
     result = dg.materialize(
         [*ingest_assets, *sql_model_assets(), engagement_model, history_snapshot],
-        resources=Settings.from_environment().resources(),
+        resources=resources_for(Settings.from_environment()),
         run_config={"ops": {"engagement_model": {"config": training}}},
     )
     assert result.success
@@ -104,9 +105,10 @@ def main() -> None:
 
     import numpy as np
 
-    from engagement_pipeline.registry import find_champion, load_model
+    from engagement_pipeline.model.registry import find_champion, load_model
+    from engagement_pipeline.model.windows import gather_windows, load_feature_matrix
+    from engagement_pipeline.resources import resources_for
     from engagement_pipeline.settings import Settings
-    from engagement_pipeline.windows import gather_windows, load_feature_matrix
 
     with open(export, newline="", encoding="utf-8") as handle:
         rows = list(csv.DictReader(handle))
@@ -118,9 +120,9 @@ def main() -> None:
     import torch
 
     torch.set_num_threads(1)  # as the server runs it (serving.make_server)
-    champion = load_model(find_champion(Settings.from_environment().resources()["tracking"]))
+    champion = load_model(find_champion(resources_for(Settings.from_environment())["tracking"]))
     batch = rows[-args.batch_rows :]
-    with Settings.from_environment().resources()["warehouse"].connect() as con:
+    with resources_for(Settings.from_environment())["warehouse"].connect() as con:
         matrix = load_feature_matrix(con)
     index = np.flatnonzero(np.isin(matrix.classification_id, [int(r["classification_id"]) for r in batch]))
     windows = [gather_windows(matrix, index[s : s + 8192], champion.window) for s in range(0, len(index), 8192)]

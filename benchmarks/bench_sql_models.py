@@ -34,9 +34,9 @@ import duckdb
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from engagement_pipeline.sql_models import SessionRules, build_model, discover_models  # noqa: E402
+from engagement_pipeline.transform.sql_models import SessionRules, build_model, discover_models  # noqa: E402
 
-SCHEMA_SQL = REPO / "engagement_pipeline" / "ingest_sql" / "schema.sql"
+SCHEMA_SQL = REPO / "engagement_pipeline" / "ingest" / "sql" / "schema.sql"
 LABEL_MODELS = ("stg_classifications", "int_user_timeline", "sessions", "labels")
 
 GENERATE_SQL = """

@@ -40,7 +40,7 @@ sys.path.insert(0, str(ROOT))
 import duckdb  # noqa: E402
 import numpy as np  # noqa: E402
 
-from engagement_pipeline.training import (  # noqa: E402
+from engagement_pipeline.model.training import (  # noqa: E402
     TrainingConfig,
     batches,
     load_dataset,
@@ -59,7 +59,7 @@ def load(db: Path):
 def throughput(db: Path, config: TrainingConfig, n_batches: int, repeats: int) -> dict:
     import torch
 
-    from engagement_pipeline.model import EngagementLSTM, fit_scaling
+    from engagement_pipeline.model.lstm import EngagementLSTM, fit_scaling
 
     set_threads(config.torch_threads)
     data = load(db)
@@ -88,7 +88,7 @@ def throughput(db: Path, config: TrainingConfig, n_batches: int, repeats: int) -
         return len(rows) / (time.perf_counter() - started)
 
     def bare() -> float:
-        from engagement_pipeline.model import masked_bce
+        from engagement_pipeline.model.lstm import masked_bce
 
         model.train()
         started = time.perf_counter()
@@ -118,9 +118,9 @@ def throughput(db: Path, config: TrainingConfig, n_batches: int, repeats: int) -
 
 def rss_child(db: Path, config: TrainingConfig, baselines: bool) -> dict:
     """Runs in a fresh process: the asset's work up to the test predictions; reports its peak RSS."""
-    from engagement_pipeline.baselines import fit_baselines
-    from engagement_pipeline.model import fit_scaling
-    from engagement_pipeline.training import predict, train_lstm
+    from engagement_pipeline.model.baselines import fit_baselines
+    from engagement_pipeline.model.lstm import fit_scaling
+    from engagement_pipeline.model.training import predict, train_lstm
 
     set_threads(config.torch_threads)
     started = time.perf_counter()
@@ -151,7 +151,7 @@ def bootstrap(test_rows: int, resamples: int) -> dict:
     """Seconds of evaluation.evaluate_models (point + intervals) vs scikit-learn's point metrics, side by side."""
     from sklearn.metrics import average_precision_score, brier_score_loss, log_loss, roc_auc_score
 
-    from engagement_pipeline.evaluation import MODEL_PREFIX, evaluate_models
+    from engagement_pipeline.model.evaluation import MODEL_PREFIX, evaluate_models
 
     rng = np.random.default_rng(0)
     volunteer = np.sort(rng.integers(0, max(2, test_rows // 33), test_rows))

@@ -98,7 +98,7 @@ def survival(past: np.ndarray, so_far: np.ndarray, ahead: np.ndarray) -> np.ndar
 
 def auc_with_samples(y: np.ndarray, p: np.ndarray, resamples) -> tuple[float, np.ndarray]:
     """Point ROC-AUC and its bootstrap samples (the same resamples for every candidate: paired)."""
-    from engagement_pipeline.evaluation import ones, weighted_roc_auc
+    from engagement_pipeline.model.evaluation import ones, weighted_roc_auc
 
     samples = [weighted_roc_auc(y, p, W) for W in resamples.weights(np.arange(len(y)))]
     return float(weighted_roc_auc(y, p, ones(len(y)))[0]), np.concatenate(samples)
@@ -113,8 +113,8 @@ def fit_logistic(X, y, train, val):
     """The baseline's recipe: L2 logistic regression, C chosen on validation ROC-AUC."""
     from sklearn.linear_model import LogisticRegression
 
-    from engagement_pipeline.baselines import LOGISTIC_C
-    from engagement_pipeline.evaluation import roc_auc_or_nan
+    from engagement_pipeline.model.baselines import LOGISTIC_C
+    from engagement_pipeline.model.evaluation import roc_auc_or_nan
 
     fits = [LogisticRegression(C=C, max_iter=2000).fit(X[train], y[train]) for C in LOGISTIC_C]
     return max(fits, key=lambda m: roc_auc_or_nan(y[val], m.predict_proba(X[val])[:, 1]))
@@ -126,10 +126,10 @@ def probe(home: Path) -> tuple[list[list[str]], list[int], int, int]:
     from sklearn.ensemble import HistGradientBoostingClassifier
     from sklearn.linear_model import LogisticRegression
 
-    from engagement_pipeline.baselines import observed_columns
-    from engagement_pipeline.evaluation import Resamples, interval
-    from engagement_pipeline.model import fit_scaling, preprocess_tabular
-    from engagement_pipeline.training import TrainingConfig, load_dataset, time_split
+    from engagement_pipeline.model.baselines import observed_columns
+    from engagement_pipeline.model.evaluation import Resamples, interval
+    from engagement_pipeline.model.lstm import fit_scaling, preprocess_tabular
+    from engagement_pipeline.model.training import TrainingConfig, load_dataset, time_split
 
     config = TrainingConfig()
     con = duckdb.connect(str(home / "warehouse.duckdb"), read_only=True)
@@ -176,7 +176,7 @@ def probe(home: Path) -> tuple[list[list[str]], list[int], int, int]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from engagement_pipeline.evaluation import markdown_table
+    from engagement_pipeline.model.evaluation import markdown_table
 
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("homes", type=Path, nargs="+", help="ENGAGEMENT_HOME folders that `engagement run` built")

@@ -49,11 +49,12 @@ def train_on_sample(
     import dagster as dg
     import mlflow
 
-    from engagement_pipeline.ingest import ingest_assets
+    from engagement_pipeline.ingest.assets import ingest_assets
+    from engagement_pipeline.model.assets import engagement_model
+    from engagement_pipeline.resources import resources_for
     from engagement_pipeline.sample import SAMPLE_FILE_NAME, write_export
     from engagement_pipeline.settings import Settings
-    from engagement_pipeline.sql_models import sql_model_assets
-    from engagement_pipeline.train_asset import engagement_model
+    from engagement_pipeline.transform.sql_models import sql_model_assets
 
     os.environ["ENGAGEMENT_HOME"] = str(home)
     os.environ["ENGAGEMENT_EXPORTS_DIR"] = str(home / "exports")
@@ -66,13 +67,13 @@ def train_on_sample(
     started = time.perf_counter()
     result = dg.materialize(
         [*ingest_assets, *sql_model_assets(), engagement_model],
-        resources=Settings.from_environment().resources(),
+        resources=resources_for(Settings.from_environment()),
     )
     seconds = time.perf_counter() - started
     metadata = result.asset_materializations_for_node("engagement_model")[0].metadata
     run_id = metadata["mlflow_run_id"].value
     training_seconds = metadata["training_seconds"].value
-    run = mlflow.MlflowClient(tracking_uri=Settings.from_environment().resources()["tracking"].uri()).get_run(run_id)
+    run = mlflow.MlflowClient(tracking_uri=resources_for(Settings.from_environment())["tracking"].uri()).get_run(run_id)
     horizons = [int(h) for h in json.loads(run.data.params["horizons"])]
     print(
         f"shape {shape}, seed {seed}, {rows:,} rows: pipeline {seconds:.0f}s, of which training {training_seconds:.0f}s",
@@ -107,7 +108,7 @@ def markdown_table(results: list[tuple[str, int, int, dict[str, float], list[int
 
 def interval_table(results) -> str:
     """Test ROC-AUC [95% CI] per model and horizon, and the lift of the LSTM over the best baseline, per sample."""
-    from engagement_pipeline.evaluation import markdown_table
+    from engagement_pipeline.model.evaluation import markdown_table
 
     horizons = results[0][4]
     rows = []

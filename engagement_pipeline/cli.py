@@ -15,7 +15,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from engagement_pipeline.disk_space import (
+from engagement_pipeline.ops.disk_space import (
     MIN_FREE_MB,
     WHAT_TO_DO,
     disk_full_message,
@@ -130,9 +130,10 @@ def _materialize(
     import dagster as dg
 
     from engagement_pipeline.definitions import build_definitions
-    from engagement_pipeline.stalled_runs import fail_stalled_runs
+    from engagement_pipeline.ops.stalled_runs import fail_stalled_runs
+    from engagement_pipeline.resources import resources_for
 
-    defs = build_definitions(settings.resources())
+    defs = build_definitions(resources_for(settings))
     daily = dg.AssetSelection.assets("user_predictions", "engagement_report")  # the day's file, then its report
     selection = daily if scoring else dg.AssetSelection.all() - daily
     job = defs.resolve_implicit_global_asset_job_def()
@@ -178,9 +179,10 @@ def latest_complete_days(settings: Settings, days: int) -> list[str]:
     """The last `days` UTC days that have classifications and are complete (valid partitions), oldest first."""
     import duckdb
 
-    from engagement_pipeline.scoring import daily_partitions
+    from engagement_pipeline.partitions import daily_partitions
+    from engagement_pipeline.resources import resources_for
 
-    with settings.resources()["warehouse"].connect() as con:
+    with resources_for(settings)["warehouse"].connect() as con:
         try:
             rows = con.execute(
                 "select distinct cast(created_at as date)::varchar as day from classifications order by day desc"
@@ -241,7 +243,7 @@ def days_to_score(date: dt.date | None, start: dt.date | None, end: dt.date | No
 
 def scorable_days(settings: Settings, days: list[dt.date]) -> list[dt.date]:
     """`days`, or the last complete day with classifications; SystemExit naming the problem when there is none."""
-    from engagement_pipeline.scoring import daily_partitions
+    from engagement_pipeline.partitions import daily_partitions
 
     if not days:
         latest = latest_complete_days(settings, 1)
@@ -308,7 +310,9 @@ def mlflow_ui_command(settings: Settings, host: str, port: int, workers: int = 2
     Two workers rather than MLflow's four: one person browsing needs no more,
     and it starts twice as fast on a small machine.
     """
-    tracking = settings.resources()["tracking"]
+    from engagement_pipeline.resources import resources_for
+
+    tracking = resources_for(settings)["tracking"]
     command = [sys.executable, "-m", "mlflow", "server", "--backend-store-uri", tracking.uri(),
                "--host", host, "--port", str(port), "--workers", str(workers)]  # fmt: skip
     if tracking.project_store:
@@ -337,9 +341,10 @@ def cmd_dagster_ui(args) -> int:
 
 
 def cmd_serve(args) -> int:
-    from engagement_pipeline.serving import serve
+    from engagement_pipeline.resources import resources_for
+    from engagement_pipeline.serving.server import serve
 
-    resources = args.settings.resources()  # the history snapshot and the salt are the storage's files
+    resources = resources_for(args.settings)  # the history snapshot and the salt are the storage's files
     return serve(resources["storage"], args.host, args.port, resources["tracking"])
 
 

@@ -25,8 +25,14 @@ from pathlib import Path
 import dagster as dg
 from pydantic import Field
 
-from engagement_pipeline.disk_space import DiskFullError, is_disk_full
-from engagement_pipeline.settings import DEFAULT_HOME
+from engagement_pipeline.ops.disk_space import DiskFullError, is_disk_full
+from engagement_pipeline.settings import (
+    DEFAULT_HOME,
+    EXPORTS_VARIABLE,
+    HOME_VARIABLE,
+    TRACKING_VARIABLE,
+    Settings,
+)
 
 EXPERIMENT_NAME = "engagement"
 REGISTERED_MODEL_NAME = "engagement-lstm"
@@ -221,3 +227,27 @@ class Tracking(dg.ConfigurableResource):
             client.create_experiment(self.experiment_name, artifact_location=artifact_root)
         mlflow.set_experiment(self.experiment_name)
         return client
+
+
+def _value(settings: Settings, variable: str, value: str, as_env_vars: bool):
+    """A set variable as a dg.EnvVar (resolved when a run starts) if asked, else the plain value."""
+    if as_env_vars and variable in settings.from_env:
+        return dg.EnvVar(variable)
+    return value
+
+
+def resources_for(settings: Settings, *, as_env_vars: bool = False) -> dict:
+    """The resources every asset receives.
+
+    `as_env_vars=True` is for the code location (definitions.py): set variables stay
+    `dg.EnvVar`s, which only a run can resolve. Plain values otherwise, for resources used
+    directly (the `engagement` command, notebooks, tests).
+    """
+    home = _value(settings, HOME_VARIABLE, str(settings.home), as_env_vars)
+    tracking_uri = _value(settings, TRACKING_VARIABLE, settings.tracking_uri or "", as_env_vars)
+    return {
+        "warehouse": Warehouse(home=home),
+        "tracking": Tracking(home=home, tracking_uri=tracking_uri),
+        "exports": Exports(folder=_value(settings, EXPORTS_VARIABLE, str(settings.exports_dir or ""), as_env_vars)),
+        "storage": Storage(home=home),
+    }

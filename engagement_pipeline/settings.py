@@ -7,10 +7,11 @@
     ENGAGEMENT_PARTITIONS_START  first day of the daily partitions     2015-01-01
 
 `Settings.from_environment()` is the only reader of the environment in the
-package. It turns the variables into resources (`resources()`), which
-`definitions.py` hands to Dagster, and into the environment of the child
-processes the `engagement` command starts (`child_environment()`): nothing
-else looks the variables up, and nothing rewrites `os.environ`.
+package. It turns the variables into the environment of the child processes
+the `engagement` command starts (`child_environment()`), and
+`resources.resources_for(settings)` turns them into the resources that
+`definitions.py` hands to Dagster: nothing else looks the variables up, and
+nothing rewrites `os.environ`. This module imports nothing of the package.
 
 A variable that is set reaches the resources as a `dg.EnvVar`, so Dagster
 resolves it when a run starts and the UI shows the variable's name rather
@@ -73,32 +74,6 @@ class Settings:
     @property
     def dagster_instance_home(self) -> Path:
         return self.dagster_home or self.home / "dagster"
-
-    def _value(self, variable: str, value: str, as_env_vars: bool):
-        """A set variable as a dg.EnvVar (resolved when a run starts) if asked, else the plain value."""
-        if as_env_vars and variable in self.from_env:
-            import dagster as dg
-
-            return dg.EnvVar(variable)
-        return value
-
-    def resources(self, *, as_env_vars: bool = False) -> dict:
-        """The resources every asset receives (see resources.py).
-
-        `as_env_vars=True` is for the code location (definitions.py): set variables stay
-        `dg.EnvVar`s, which only a run can resolve. Plain values otherwise, for resources used
-        directly (the `engagement` command, notebooks, tests).
-        """
-        from engagement_pipeline.resources import Exports, Storage, Tracking, Warehouse
-
-        home = self._value(HOME_VARIABLE, str(self.home), as_env_vars)
-        tracking_uri = self._value(TRACKING_VARIABLE, self.tracking_uri or "", as_env_vars)
-        return {
-            "warehouse": Warehouse(home=home),
-            "tracking": Tracking(home=home, tracking_uri=tracking_uri),
-            "exports": Exports(folder=self._value(EXPORTS_VARIABLE, str(self.exports_dir or ""), as_env_vars)),
-            "storage": Storage(home=home),
-        }
 
     def child_environment(self) -> dict[str, str]:
         """os.environ plus these settings, for a process the `engagement` command starts."""

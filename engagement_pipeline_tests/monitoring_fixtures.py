@@ -16,10 +16,10 @@ from pathlib import Path
 
 import dagster as dg
 
-from engagement_pipeline.ingest import ingest_assets
+from engagement_pipeline.ingest.assets import ingest_assets
+from engagement_pipeline.model.assets import engagement_model
 from engagement_pipeline.sample import write_export
-from engagement_pipeline.sql_models import sql_model_assets
-from engagement_pipeline.train_asset import engagement_model
+from engagement_pipeline.transform.sql_models import sql_model_assets
 from engagement_pipeline_tests.conftest import QUICK_TRAINING
 from engagement_pipeline_tests.project import project_resources
 from engagement_pipeline_tests.shared_homes import new_mlflow_store

@@ -83,10 +83,10 @@ def new_mlflow_store(template: Path, home: Path) -> Path:
 
 def build_trained_home(home: Path, mlflow_store_template: Path) -> dict:
     """ENGAGEMENT_HOME of a small pipeline with a champion; returns what the training asset reported."""
-    from engagement_pipeline.ingest import ingest_assets, ingest_checks
+    from engagement_pipeline.ingest.assets import ingest_assets, ingest_checks
+    from engagement_pipeline.model.assets import engagement_model
     from engagement_pipeline.sample import write_export
-    from engagement_pipeline.sql_models import sql_model_assets, sql_model_checks
-    from engagement_pipeline.train_asset import engagement_model
+    from engagement_pipeline.transform.sql_models import sql_model_assets, sql_model_checks
 
     exports = home.parent / "exports"
     exports.mkdir(parents=True)

@@ -13,7 +13,7 @@ import duckdb
 import numpy as np
 import pandas as pd
 
-SCHEMA_SQL = Path(__file__).resolve().parent.parent / "engagement_pipeline" / "ingest_sql" / "schema.sql"
+SCHEMA_SQL = Path(__file__).resolve().parent.parent / "engagement_pipeline" / "ingest" / "sql" / "schema.sql"
 DEVICE_CLASSES = np.array(["desktop", "mobile", "tablet", "unknown"])
 
 

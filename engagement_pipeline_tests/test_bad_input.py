@@ -26,7 +26,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from engagement_pipeline import ingest
-from engagement_pipeline.ingest import ExportFormatError
+from engagement_pipeline.ingest.files import ExportFormatError
 from engagement_pipeline.resources import Warehouse
 from engagement_pipeline_tests.conftest import (
     MICHIGAN_EXPORT,

@@ -25,7 +25,8 @@ from engagement_pipeline.cli import (
     mlflow_ui_command,
     summary_line,
 )
-from engagement_pipeline.ingest import PANOPTES_COLUMNS, ingest_assets
+from engagement_pipeline.ingest.assets import ingest_assets
+from engagement_pipeline.ingest.files import PANOPTES_COLUMNS
 from engagement_pipeline.resources import CHAMPION_ALIAS
 from engagement_pipeline_tests.project import project_resources
 

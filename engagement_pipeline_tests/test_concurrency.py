@@ -18,7 +18,7 @@ import pyarrow.parquet as pq
 from engagement_pipeline import ingest
 from engagement_pipeline.resources import Warehouse
 from engagement_pipeline.sample import write_export
-from engagement_pipeline.sql_models import discover_models
+from engagement_pipeline.transform.sql_models import discover_models
 from engagement_pipeline_tests.conftest import copy_real_exports
 from engagement_pipeline_tests.crash_helpers import (
     Run,
@@ -103,7 +103,7 @@ WRITER = textwrap.dedent(
 
     import pyarrow as pa
 
-    from engagement_pipeline.scoring import write_atomically
+    from engagement_pipeline.scoring.assets import write_atomically
 
     target = Path(sys.argv[1])
     for i in range(40):

@@ -18,7 +18,7 @@ import pytest
 from engagement_pipeline import ingest
 from engagement_pipeline.resources import Warehouse
 from engagement_pipeline.sample import write_export
-from engagement_pipeline.sql_models import build_models, discover_models
+from engagement_pipeline.transform.sql_models import build_models, discover_models
 from engagement_pipeline_tests.conftest import copy_real_exports
 from engagement_pipeline_tests.crash_helpers import (
     SCORE_DAY,
@@ -204,8 +204,8 @@ def temporaries(home: Path) -> list[Path]:
 def test_the_snapshot_writer_removes_a_killed_writers_temporary_too(tmp_path):
     import duckdb
 
-    from engagement_pipeline import atomic_files
-    from engagement_pipeline.history_snapshot import SNAPSHOT_FILE, write_snapshot
+    from engagement_pipeline.ops import atomic_files
+    from engagement_pipeline.serving.history_snapshot import SNAPSHOT_FILE, write_snapshot
 
     folder = tmp_path / "serving"
     folder.mkdir()

@@ -29,9 +29,10 @@ import duckdb
 import pytest
 
 from engagement_pipeline.definitions import defs
-from engagement_pipeline.ingest import ingest_assets
+from engagement_pipeline.ingest.assets import ingest_assets
+from engagement_pipeline.resources import resources_for
 from engagement_pipeline.settings import DEFAULT_PARTITIONS_START
-from engagement_pipeline.sql_models import sql_model_assets
+from engagement_pipeline.transform.sql_models import sql_model_assets
 from engagement_pipeline_tests.conftest import CAT_EXPORT
 from engagement_pipeline_tests.project import project_resources
 
@@ -210,7 +211,7 @@ def test_fresh_import_is_light_and_starts_partitions_in_2015(tmp_path):
 
 def test_importing_sql_models_reads_no_sql_until_asked(tmp_path):
     probe = (
-        "import engagement_pipeline.sql_models as m; "
+        "import engagement_pipeline.transform.sql_models as m; "
         "print(m.project_models.cache_info().currsize, m.sql_model_assets.cache_info().currsize, "
         "len(m.sql_model_assets()), m.project_models.cache_info().currsize)"
     )
@@ -266,7 +267,7 @@ def test_the_nightly_refresh_ingests_and_rebuilds_the_models_an_hour_before_scor
     from engagement_pipeline_tests.conftest import copy_real_exports
 
     defs = build_definitions(
-        settings.resources()
+        resources_for(settings)
     )  # resources from this test's environment, as a code server would build them
 
     refresh = defs.resolve_schedule_def("nightly_refresh_schedule")

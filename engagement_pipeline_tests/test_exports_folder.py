@@ -5,7 +5,7 @@ import shutil
 import dagster as dg
 import duckdb
 
-from engagement_pipeline.ingest import ingest_assets
+from engagement_pipeline.ingest.assets import ingest_assets
 from engagement_pipeline.resources import Exports, Warehouse
 from engagement_pipeline_tests.conftest import CAT_EXPORT, MICHIGAN_EXPORT
 from engagement_pipeline_tests.project import project_resources

@@ -6,7 +6,7 @@ import pandas as pd
 import pytest
 
 from engagement_pipeline.resources import Warehouse
-from engagement_pipeline.sql_models import (
+from engagement_pipeline.transform.sql_models import (
     FEATURE_KEY_COLUMNS,
     SQL_DIR,
     build_models,

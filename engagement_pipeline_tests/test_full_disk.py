@@ -19,7 +19,7 @@ import duckdb
 import pytest
 
 from engagement_pipeline.cli import main, prepare_dagster_home
-from engagement_pipeline.disk_space import DiskFullError
+from engagement_pipeline.ops.disk_space import DiskFullError
 from engagement_pipeline.resources import Warehouse
 from engagement_pipeline.settings import Settings
 from engagement_pipeline_tests.crash_helpers import SCORE_DAY, fill_disk, prediction_file, small_disk

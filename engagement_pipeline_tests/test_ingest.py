@@ -8,7 +8,7 @@ import dagster as dg
 import pytest
 
 from engagement_pipeline import ingest
-from engagement_pipeline.ingest import ExportFormatError
+from engagement_pipeline.ingest.files import ExportFormatError
 from engagement_pipeline_tests.conftest import (
     CAT_EXPORT,
     MICHIGAN_EXPORT,
@@ -264,7 +264,7 @@ def test_no_user_ip_or_user_name_anywhere_in_the_warehouse(warehouse, exports_di
 
 
 def test_ingest_asset_and_checks_through_dagster(warehouse, exports_dir):
-    from engagement_pipeline.ingest import ingest_assets, ingest_checks
+    from engagement_pipeline.ingest.assets import ingest_assets, ingest_checks
 
     copy_real_exports(exports_dir)
     result = dg.materialize([*ingest_assets, *ingest_checks], resources=project_resources(warehouse=warehouse))

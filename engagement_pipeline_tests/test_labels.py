@@ -12,7 +12,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from engagement_pipeline.sql_models import (
+from engagement_pipeline.transform.sql_models import (
     SessionRules,
     build_models,
     label_base_rates,
@@ -236,7 +236,7 @@ def test_generated_data_has_ties_and_exact_horizon_gaps():
 def test_a_model_built_before_its_upstream_says_what_to_select():
     import duckdb
 
-    from engagement_pipeline.sql_models import MissingUpstreamError, build_model, discover_models
+    from engagement_pipeline.transform.sql_models import MissingUpstreamError, build_model, discover_models
 
     labels = next(model for model in discover_models() if model.name == "labels")
     with duckdb.connect() as con:

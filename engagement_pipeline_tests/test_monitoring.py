@@ -17,7 +17,16 @@ import numpy as np
 import pytest
 from sklearn.metrics import roc_auc_score
 
-from engagement_pipeline.drift import (
+from engagement_pipeline.model.registry import find_champion
+from engagement_pipeline.monitoring.checks import (
+    RealizedQuality,
+    auc_with_interval,
+    day_drift_for_champion,
+    monitoring_checks,
+    realized_words,
+    weighted_auc,
+)
+from engagement_pipeline.monitoring.drift import (
     NOT_JUDGED,
     PSI_THRESHOLD,
     NoDriftReferenceError,
@@ -28,16 +37,7 @@ from engagement_pipeline.drift import (
     log_drift_reference,
     psi,
 )
-from engagement_pipeline.monitoring import (
-    RealizedQuality,
-    auc_with_interval,
-    day_drift_for_champion,
-    monitoring_checks,
-    realized_words,
-    weighted_auc,
-)
-from engagement_pipeline.registry import find_champion
-from engagement_pipeline.scoring import user_predictions
+from engagement_pipeline.scoring.assets import user_predictions
 from engagement_pipeline_tests.monitoring_fixtures import (
     ORDINARY_DAYS,
     SHIFTED_DAY,

@@ -18,11 +18,11 @@ import duckdb
 import numpy as np
 import pytest
 
-from engagement_pipeline.history_snapshot import snapshot_path, write_snapshot
-from engagement_pipeline.ingest import ingest_exports, load_salt
-from engagement_pipeline.online_features import BadRequest, OnlineFeatures
-from engagement_pipeline.sql_models import build_models, models_for
-from engagement_pipeline.windows import load_feature_matrix
+from engagement_pipeline.ingest.load import ingest_exports, load_salt
+from engagement_pipeline.model.windows import load_feature_matrix
+from engagement_pipeline.serving.history_snapshot import snapshot_path, write_snapshot
+from engagement_pipeline.serving.online_features import BadRequest, OnlineFeatures
+from engagement_pipeline.transform.sql_models import build_models, models_for
 from engagement_pipeline_tests.conftest import CAT_EXPORT, MICHIGAN_EXPORT, csv_text, read_rows
 
 

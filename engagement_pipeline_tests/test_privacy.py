@@ -21,10 +21,10 @@ import pyarrow.parquet as pq
 import pytest
 
 from engagement_pipeline import cli, ingest
-from engagement_pipeline.ingest import ingest_assets, ingest_checks
+from engagement_pipeline.ingest.assets import ingest_assets, ingest_checks
 from engagement_pipeline.resources import Warehouse
 from engagement_pipeline.settings import Settings
-from engagement_pipeline.sql_models import build_models
+from engagement_pipeline.transform.sql_models import build_models
 from engagement_pipeline_tests.conftest import MICHIGAN_EXPORT, csv_text, read_rows
 from engagement_pipeline_tests.crash_helpers import prediction_file
 from engagement_pipeline_tests.project import project_resources

@@ -12,10 +12,11 @@ import numpy as np
 import pyarrow.parquet as pq
 import pytest
 
-from engagement_pipeline import plots
 from engagement_pipeline.definitions import defs
-from engagement_pipeline.report import engagement_report, report_path
-from engagement_pipeline.scoring import daily_partitions, user_predictions
+from engagement_pipeline.monitoring import plots
+from engagement_pipeline.monitoring.report import engagement_report, report_path
+from engagement_pipeline.partitions import daily_partitions
+from engagement_pipeline.scoring.assets import user_predictions
 from engagement_pipeline_tests.monitoring_fixtures import ORDINARY_DAYS
 from engagement_pipeline_tests.project import project_resources
 

@@ -10,7 +10,7 @@ import duckdb
 import pytest
 
 from engagement_pipeline import sample
-from engagement_pipeline.ingest import ingest_assets
+from engagement_pipeline.ingest.assets import ingest_assets
 from engagement_pipeline_tests.project import project_resources
 
 VARIANTS = ("traits", "habits")

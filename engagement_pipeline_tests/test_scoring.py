@@ -19,13 +19,13 @@ import pyarrow.parquet as pq
 import pytest
 
 from engagement_pipeline.definitions import defs
-from engagement_pipeline.registry import load_champion
-from engagement_pipeline.scoring import (
+from engagement_pipeline.model.registry import load_champion
+from engagement_pipeline.model.windows import gather_windows, load_feature_matrix
+from engagement_pipeline.scoring.assets import (
     daily_partitions,
     user_predictions,
     write_atomically,
 )
-from engagement_pipeline.windows import gather_windows, load_feature_matrix
 from engagement_pipeline_tests.project import project_resources
 from engagement_pipeline_tests.shared_homes import copy_home
 

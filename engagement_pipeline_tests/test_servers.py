@@ -36,7 +36,7 @@ import requests
 from engagement_pipeline.cli import mlflow_ui_command
 from engagement_pipeline.definitions import defs
 from engagement_pipeline.resources import CHAMPION_ALIAS, EXPERIMENT_NAME, REGISTERED_MODEL_NAME
-from engagement_pipeline.scoring import user_predictions
+from engagement_pipeline.scoring.assets import user_predictions
 from engagement_pipeline.settings import Settings
 from engagement_pipeline_tests.project import project_resources
 from engagement_pipeline_tests.shared_homes import copy_home

@@ -27,13 +27,13 @@ import numpy as np
 import pytest
 import requests
 
-from engagement_pipeline.history_snapshot import history_snapshot
-from engagement_pipeline.ingest import ingest_assets
-from engagement_pipeline.registry import find_champion, load_model
+from engagement_pipeline.ingest.assets import ingest_assets
+from engagement_pipeline.model.assets import engagement_model
+from engagement_pipeline.model.registry import find_champion, load_model
+from engagement_pipeline.model.windows import gather_windows, load_feature_matrix
 from engagement_pipeline.sample import write_export
-from engagement_pipeline.sql_models import sql_model_assets
-from engagement_pipeline.train_asset import engagement_model
-from engagement_pipeline.windows import gather_windows, load_feature_matrix
+from engagement_pipeline.serving.history_snapshot import history_snapshot
+from engagement_pipeline.transform.sql_models import sql_model_assets
 from engagement_pipeline_tests.conftest import QUICK_TRAINING, csv_text
 from engagement_pipeline_tests.project import project_resources
 from engagement_pipeline_tests.test_online_features import by_volunteer

@@ -6,8 +6,9 @@ from pathlib import Path
 import dagster as dg
 import pytest
 
+from engagement_pipeline.ops.stalled_runs import fail_stalled_runs, process_is_gone, stalled_runs_sensor
+from engagement_pipeline.resources import resources_for
 from engagement_pipeline.sample import write_export
-from engagement_pipeline.stalled_runs import fail_stalled_runs, process_is_gone, stalled_runs_sensor
 from engagement_pipeline_tests.crash_helpers import Run, lock_is_held, materialize_argv, pipeline_env, wait_until
 
 
@@ -68,9 +69,14 @@ def test_a_training_run_whose_process_died_is_marked_failed_in_mlflow(settings, 
     import subprocess
     import sys
 
-    from engagement_pipeline.stalled_runs import MLFLOW_HOST_TAG, MLFLOW_PID_TAG, fail_stalled_mlflow_runs, process_tags
+    from engagement_pipeline.ops.stalled_runs import (
+        MLFLOW_HOST_TAG,
+        MLFLOW_PID_TAG,
+        fail_stalled_mlflow_runs,
+        process_tags,
+    )
 
-    tracking = settings.resources()["tracking"]
+    tracking = resources_for(settings)["tracking"]
     client = tracking.client()
     experiment = client.get_experiment_by_name(tracking.experiment_name).experiment_id
     dead = subprocess.Popen([sys.executable, "-c", "pass"])

@@ -17,17 +17,16 @@ import numpy as np
 import pytest
 from sklearn.metrics import average_precision_score, brier_score_loss, log_loss, roc_auc_score
 
-from engagement_pipeline.evaluation import (
+from engagement_pipeline.model.assets import engagement_model, run_training
+from engagement_pipeline.model.evaluation import (
     BASELINES,
     binary_metrics,
     evaluate_models,
     expected_calibration_error,
     stop_precision_at,
 )
-from engagement_pipeline.registry import champion_predictions, promote, promotion_rule
-from engagement_pipeline.resources import CHAMPION_ALIAS, REGISTERED_MODEL_NAME, Warehouse
-from engagement_pipeline.train_asset import engagement_model, run_training
-from engagement_pipeline.training import (
+from engagement_pipeline.model.registry import champion_predictions, promote, promotion_rule
+from engagement_pipeline.model.training import (
     LABEL_LOOKAHEAD_HORIZONS,
     MICROS_PER_MINUTE,
     TrainingConfig,
@@ -36,7 +35,8 @@ from engagement_pipeline.training import (
     time_split,
     train_lstm,
 )
-from engagement_pipeline.windows import gather_windows
+from engagement_pipeline.model.windows import gather_windows
+from engagement_pipeline.resources import CHAMPION_ALIAS, REGISTERED_MODEL_NAME, Warehouse
 from engagement_pipeline_tests.project import project_resources
 from engagement_pipeline_tests.shared_homes import new_mlflow_store
 from engagement_pipeline_tests.training_fixtures import HORIZONS, make_warehouse
@@ -186,7 +186,7 @@ def test_evaluate_names_every_model_and_horizon_under_the_contract():
 def test_model_masks_padding_and_ignores_missing_values():
     import torch
 
-    from engagement_pipeline.model import EngagementLSTM, fit_scaling
+    from engagement_pipeline.model.lstm import EngagementLSTM, fit_scaling
 
     torch.manual_seed(0)
     X = np.random.default_rng(0).lognormal(size=(500, 3)).astype(np.float32)
@@ -207,7 +207,7 @@ def test_history_path_sees_only_differences_from_the_current_step():
     constant on every real step of a window changes nothing once that path is zeroed."""
     import torch
 
-    from engagement_pipeline.model import EngagementLSTM, fit_scaling
+    from engagement_pipeline.model.lstm import EngagementLSTM, fit_scaling
 
     torch.manual_seed(0)
     rng = np.random.default_rng(1)
@@ -230,7 +230,7 @@ def test_history_path_sees_only_differences_from_the_current_step():
 
 
 def test_scaling_log_transforms_heavy_tails_only():
-    from engagement_pipeline.model import fit_scaling
+    from engagement_pipeline.model.lstm import fit_scaling
 
     rng = np.random.default_rng(0)
     X = np.stack([rng.lognormal(0, 2, 5000), rng.normal(size=5000), rng.integers(0, 2, 5000)], axis=1)
@@ -243,8 +243,8 @@ def test_scaling_log_transforms_heavy_tails_only():
 def test_training_is_deterministic_and_keeps_the_best_validation_epoch(dataset):
     import torch
 
-    from engagement_pipeline.model import fit_scaling, masked_bce
-    from engagement_pipeline.training import predict
+    from engagement_pipeline.model.lstm import fit_scaling, masked_bce
+    from engagement_pipeline.model.training import predict
 
     config = TrainingConfig(**{**TINY, "epochs": 2, "patience": 2})
     split = time_split(dataset.matrix.created_at, dataset.labels, dataset.horizons, 0.7, 0.15)
@@ -265,7 +265,7 @@ def test_linear_start_matches_scikit_learn_logistic_regression(dataset):
     import torch
     from sklearn.linear_model import LogisticRegression
 
-    from engagement_pipeline.model import EngagementLSTM, fit_scaling, fit_wide, preprocess_tabular
+    from engagement_pipeline.model.lstm import EngagementLSTM, fit_scaling, fit_wide, preprocess_tabular
 
     X, y = dataset.matrix.X, dataset.labels[:, 0]
     known = ~np.isnan(y)
@@ -287,7 +287,7 @@ def constant_model(n_features: int, n_horizons: int):
     """An LSTM whose head outputs 0 logits: P = 0.5 everywhere, a model that cannot rank anything."""
     import torch
 
-    from engagement_pipeline.model import EngagementLSTM, fit_scaling
+    from engagement_pipeline.model.lstm import EngagementLSTM, fit_scaling
 
     model = EngagementLSTM(n_features, n_horizons, fit_scaling(np.zeros((2, n_features))), hidden_size=8)
     with torch.no_grad():
@@ -435,7 +435,7 @@ def test_intervals_come_from_volunteer_resamples_and_the_lift_is_paired():
 
 
 def test_a_weighted_resample_equals_repeating_the_rows():
-    from engagement_pipeline.evaluation import all_metrics
+    from engagement_pipeline.model.evaluation import all_metrics
 
     rng = np.random.default_rng(2)
     y = (rng.random(300) < 0.4).astype(np.float64)
@@ -450,7 +450,7 @@ def test_a_weighted_resample_equals_repeating_the_rows():
 
 
 def test_the_gate_keeps_a_model_no_better_than_chance_out_and_find_champion_says_why(dataset, mlflow_store):
-    from engagement_pipeline.registry import NoChampionError, find_champion
+    from engagement_pipeline.model.registry import NoChampionError, find_champion
 
     tracking = project_resources()["tracking"]
     client = tracking.client()
@@ -502,8 +502,8 @@ def test_run_metrics_carry_intervals_the_lift_and_words(trained_run, monkeypatch
 
 def train_export() -> dg.ExecuteInProcessResult:
     """ingest -> SQL models -> engagement_model on one export folder, the quick training config."""
-    from engagement_pipeline.ingest import ingest_assets
-    from engagement_pipeline.sql_models import sql_model_assets
+    from engagement_pipeline.ingest.assets import ingest_assets
+    from engagement_pipeline.transform.sql_models import sql_model_assets
     from engagement_pipeline_tests.conftest import QUICK_TRAINING
 
     return dg.materialize(
@@ -517,7 +517,7 @@ def train_export() -> dg.ExecuteInProcessResult:
 def test_the_michigan_sample_yields_no_champion_worse_than_chance(exports_dir, mlflow_store):
     import shutil
 
-    from engagement_pipeline.registry import NoChampionError, find_champion
+    from engagement_pipeline.model.registry import NoChampionError, find_champion
     from engagement_pipeline_tests.conftest import MICHIGAN_EXPORT
 
     shutil.copy(MICHIGAN_EXPORT, exports_dir / MICHIGAN_EXPORT.name)

@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from engagement_pipeline.windows import (
+from engagement_pipeline.model.windows import (
     FeatureMatrix,
     feature_names,
     gather_windows,

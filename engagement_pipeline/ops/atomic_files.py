@@ -31,7 +31,7 @@ from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from engagement_pipeline.disk_space import DiskFullError, is_disk_full
+from engagement_pipeline.ops.disk_space import DiskFullError, is_disk_full
 
 STARTED_AT = time.time()  # this process's writers started no later than this (the module is imported first)
 

@@ -26,9 +26,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from engagement_pipeline.evaluation import Resamples, mean_auc, mean_auc_with_interval
+from engagement_pipeline.model.evaluation import Resamples, mean_auc, mean_auc_with_interval
+from engagement_pipeline.model.windows import FeatureMatrix, gather_windows
 from engagement_pipeline.resources import CHAMPION_ALIAS, Tracking
-from engagement_pipeline.windows import FeatureMatrix, gather_windows
 
 DECISION_TAG = "promotion_decision"
 EXPERIMENT_KIND_TAG = "mlflow.experimentKind"

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import dagster as dg
 
-from engagement_pipeline.atomic_files import remove_leftovers, replacing
+from engagement_pipeline.ops.atomic_files import remove_leftovers, replacing
 from engagement_pipeline.resources import Storage, Warehouse
 
 SNAPSHOT_FILE = "history.parquet"

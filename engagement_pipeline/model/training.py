@@ -21,11 +21,11 @@ import dagster as dg
 import numpy as np
 from pydantic import Field
 
-from engagement_pipeline.evaluation import roc_auc_or_nan
-from engagement_pipeline.windows import FeatureMatrix, gather_windows, load_feature_matrix
+from engagement_pipeline.model.evaluation import roc_auc_or_nan
+from engagement_pipeline.model.windows import FeatureMatrix, gather_windows, load_feature_matrix
 
 if TYPE_CHECKING:
-    from engagement_pipeline.model import EngagementLSTM, Scaling
+    from engagement_pipeline.model.lstm import EngagementLSTM, Scaling
 MICROS_PER_MINUTE = 60_000_000
 # A label at t for horizon W is decided by data up to t + 2W, not t + W: a
 # "stops" label needs the session's last classification e < t + W *and* W
@@ -201,7 +201,7 @@ def train_epoch(model, optimizer, batch_iter, device: str) -> float:
     """One pass of masked-BCE AdamW steps; returns the example-weighted mean loss."""
     import torch
 
-    from engagement_pipeline.model import masked_bce
+    from engagement_pipeline.model.lstm import masked_bce
 
     model.train()
     total, count = 0.0, 0
@@ -238,7 +238,7 @@ def start_lstm(matrix: FeatureMatrix, split: Split, scaling: "Scaling", n_horizo
     """
     import torch
 
-    from engagement_pipeline.model import EngagementLSTM, fit_wide
+    from engagement_pipeline.model.lstm import EngagementLSTM, fit_wide
 
     device = pick_device(config.device)
     model = EngagementLSTM(
@@ -265,7 +265,7 @@ def validation_scores(model, matrix: FeatureMatrix, rows: np.ndarray, y: np.ndar
     """(validation loss, ROC-AUC per horizon) of the model on `rows`."""
     import torch
 
-    from engagement_pipeline.model import masked_bce
+    from engagement_pipeline.model.lstm import masked_bce
 
     p = predict(model, matrix, rows, window, device)
     with torch.no_grad():

@@ -20,15 +20,12 @@ import dagster as dg
 import numpy as np
 from pydantic import Field
 
-from engagement_pipeline.atomic_files import remove_leftovers, replacing
-from engagement_pipeline.evaluation import markdown_table
-from engagement_pipeline.registry import Champion, find_champion, load_model
+from engagement_pipeline.model.evaluation import markdown_table
+from engagement_pipeline.model.registry import Champion, find_champion, load_model
+from engagement_pipeline.model.windows import FeatureMatrix, gather_windows, load_feature_matrix
+from engagement_pipeline.ops.atomic_files import remove_leftovers, replacing
+from engagement_pipeline.partitions import daily_partitions
 from engagement_pipeline.resources import Storage, Tracking, Warehouse
-from engagement_pipeline.settings import Settings
-from engagement_pipeline.windows import FeatureMatrix, gather_windows, load_feature_matrix
-
-# Partitions are part of the asset's definition, so their first day is read when the code location loads.
-daily_partitions = dg.DailyPartitionsDefinition(start_date=Settings.from_environment().partitions_start, timezone="UTC")
 
 
 class ScoringConfig(dg.Config):
@@ -256,41 +253,3 @@ def user_predictions(
         metadata={"active_users": active_users, "data_span": data_span},
         description=None if active_users else f"No volunteer classified on {day}; the data spans {data_span}.",
     )
-
-
-nightly_scoring_job = dg.define_asset_job(
-    "nightly_scoring",
-    selection=dg.AssetSelection.assets(user_predictions),
-    description="Score the users active on one UTC day with the champion model.",
-)
-
-
-def previous_day_schedule(job, hour_of_day: int, name: str, description: str) -> dg.ScheduleDefinition:
-    """Every day at `hour_of_day`:00 UTC, one run of `job` for the partition of the last complete UTC day.
-
-    Written out rather than with `build_schedule_from_partitioned_job`, which calls the deprecated
-    `run_request_for_partition` inside Dagster 1.13.
-    """
-
-    @dg.schedule(
-        cron_schedule=f"0 {hour_of_day} * * *",
-        execution_timezone="UTC",
-        job=job,
-        name=name,
-        description=description,
-    )
-    def previous_day(context: dg.ScheduleEvaluationContext) -> dg.RunRequest:
-        tick = context.scheduled_execution_time or dt.datetime.now(dt.UTC)
-        day = (tick.astimezone(dt.UTC) - dt.timedelta(days=1)).strftime("%Y-%m-%d")
-        return dg.RunRequest(run_key=f"{name}:{day}", partition_key=day)
-
-    return previous_day
-
-
-# Fires at 02:00 UTC and requests the partition of the last complete day.
-nightly_scoring_schedule = previous_day_schedule(
-    nightly_scoring_job,
-    hour_of_day=2,
-    name="nightly_scoring_schedule",
-    description="Every night at 02:00 UTC, score the previous (last complete) UTC day.",
-)

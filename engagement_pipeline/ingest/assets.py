@@ -4,57 +4,29 @@ One road for every file under the exports folder (`*.csv`, `*.csv.gz`, recursive
 
 1. Its header is read and checked first, for every new file, before anything
    is written: a file that is not a classification export stops the ingest
-   with one message naming the file and what is missing (`ingest_files.py`).
+   with one message naming the file and what is missing (`files.py`).
 2. A file whose content (sha256) was loaded before is skipped; a changed file
    is read again. Exports are full snapshots, so a classification already
    stored is kept as first stored (the earliest ingested file wins; later
    copies count as duplicates, even if their content differs).
-3. DuckDB's CSV reader stages the rows as text, `ingest_sql/parse_rows.sql`
+3. DuckDB's CSV reader stages the rows as text, `sql/parse_rows.sql`
    types them, hashes user names and judges each row; usable rows go to
    `classifications`, the rest to `rejected_rows` with file, line and reason.
-   All of one file is one transaction: never half a file (`ingest_load.py`).
+   All of one file is one transaction: never half a file (`load.py`).
 
 `user_ip` is never read past the CSV reader, and `user_name` only into a
 salted hash: neither reaches any table (CONTRACT.md, Privacy).
 
-This module holds the Dagster asset and its checks.
+This module holds the Dagster assets and their checks; the library is files.py and load.py.
 """
 
 import dagster as dg
 from pydantic import Field
 
-from engagement_pipeline.exports_folder import check_exports_folder
-from engagement_pipeline.ingest_files import (
-    PANOPTES_COLUMNS,
-    TRANSCODED_PREFIX,
-    ExportFormatError,
-    find_exports,
-)
-from engagement_pipeline.ingest_load import (
-    MAX_FILE_REJECTED_SHARE,
-    FileResult,
-    IngestReport,
-    ensure_schema,
-    ingest_exports,
-    load_salt,
-    run_sql,
-)
+from engagement_pipeline.ingest.exports_folder import check_exports_folder
+from engagement_pipeline.ingest.files import find_exports
+from engagement_pipeline.ingest.load import MAX_FILE_REJECTED_SHARE, ensure_schema, ingest_exports, load_salt, run_sql
 from engagement_pipeline.resources import Exports, Storage, Warehouse
-
-__all__ = [
-    "PANOPTES_COLUMNS",
-    "TRANSCODED_PREFIX",
-    "ExportFormatError",
-    "FileResult",
-    "IngestReport",
-    "ensure_schema",
-    "find_exports",
-    "ingest_exports",
-    "load_salt",
-    "ingest_assets",
-    "ingest_checks",
-]
-
 
 # --------------------------------------------------------------------------- Dagster
 
@@ -74,7 +46,7 @@ class IngestCheckConfig(dg.Config):
 
 
 _TZ = "TIMESTAMP WITH TIME ZONE"
-# The UI's column schemas of the two tables (ingest_sql/schema.sql is the source;
+# The UI's column schemas of the two tables (sql/schema.sql is the source;
 # engagement_pipeline_tests/test_definitions.py holds these lists to the built tables).
 CLASSIFICATIONS_SCHEMA = dg.TableSchema(
     columns=[

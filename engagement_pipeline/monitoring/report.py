@@ -5,9 +5,9 @@
 
 * who to reach: the day's volunteers most at risk of stopping (lowest
   P(continue) at their last classification), by user_key, with their last
-  activity and their work session so far (report_sql/who_to_reach.sql);
+  activity and their work session so far (sql/who_to_reach.sql);
 * drop-off: the share of work sessions still going after m minutes, the day
-  against the champion's training period (report_sql/dropoff.sql);
+  against the champion's training period (sql/dropoff.sql);
 * realized quality: the champion's ROC-AUC and calibration on the latest day
   whose outcomes are all known, against its test interval (monitoring.py);
 * drift: PSI of every model input on the day against the champion's
@@ -29,27 +29,27 @@ import dagster as dg
 import numpy as np
 from pydantic import Field
 
-from engagement_pipeline.atomic_files import remove_leftovers, replacing
-from engagement_pipeline.drift import (
-    PSI_THRESHOLD,
-    DriftResult,
-    NoDriftReferenceError,
-    load_drift_reference,
-    matrix_drift,
-)
-from engagement_pipeline.monitoring import (
+from engagement_pipeline.model.registry import ChampionVersion, find_champion
+from engagement_pipeline.model.windows import quote_identifier
+from engagement_pipeline.monitoring.checks import (
     RealizedQuality,
     day_bounds,
     read_day_inputs,
     realized_markdown,
     realized_quality,
 )
-from engagement_pipeline.registry import ChampionVersion, find_champion
+from engagement_pipeline.monitoring.drift import (
+    PSI_THRESHOLD,
+    DriftResult,
+    NoDriftReferenceError,
+    load_drift_reference,
+    matrix_drift,
+)
+from engagement_pipeline.ops.atomic_files import remove_leftovers, replacing
+from engagement_pipeline.partitions import daily_partitions
 from engagement_pipeline.resources import Storage, Tracking, Warehouse
-from engagement_pipeline.scoring import daily_partitions
-from engagement_pipeline.windows import quote_identifier
 
-SQL = Path(__file__).with_name("report_sql")
+SQL = Path(__file__).with_name("sql")
 REPORT_NAME = "report.html"
 
 
@@ -94,7 +94,7 @@ class Dropoff:
 
 
 def set_variables(con, prefix: str, values: dict) -> None:
-    """SET VARIABLE <prefix><name> for each value: the parameters of a report_sql/ query."""
+    """SET VARIABLE <prefix><name> for each value: the parameters of a sql/ query."""
     for name, value in values.items():
         con.execute(f"set variable {prefix}{name} = ?", [value])
 
@@ -270,7 +270,7 @@ def build_report(
     """(page HTML, numeric metadata, plots) of one day."""
     import pyarrow.parquet as pq
 
-    from engagement_pipeline import plots
+    from engagement_pipeline.monitoring import plots
 
     date = dt.date.fromisoformat(day)
     model = f"{version.name} v{version.version}"
@@ -378,7 +378,7 @@ def engagement_report(
     tracking: Tracking,
     storage: Storage,
 ) -> dg.MaterializeResult:
-    from engagement_pipeline.plots import png_markdown
+    from engagement_pipeline.monitoring.plots import png_markdown
 
     day = context.partition_key
     version = find_champion(tracking)

@@ -36,10 +36,14 @@ import dagster as dg
 import duckdb
 from pydantic import Field
 
+from engagement_pipeline.ingest.load import sql_text
 from engagement_pipeline.resources import Warehouse
 
-SQL_DIR = Path(__file__).resolve().parent.parent / "sql"
-SOURCE_SCHEMA_SQL = Path(__file__).resolve().parent / "ingest_sql" / "schema.sql"  # the tables the models read
+# The models live in the repository's top-level sql/ (a contract path). A wheel carries that folder
+# inside the package, as engagement_pipeline/sql (pyproject.toml's package-dir), since a wheel
+# installs packages only: an installed wheel finds it there, a checkout at the top.
+_PACKAGE = Path(__file__).resolve().parents[1]
+SQL_DIR = _PACKAGE / "sql" if (_PACKAGE / "sql").is_dir() else _PACKAGE.parent / "sql"
 GROUP_NAME = "sessions_and_labels"
 OWNERS = ["team:engagement"]
 LAYERS = ("staging", "intermediate", "marts")
@@ -261,7 +265,7 @@ def declared_schemas(models: Sequence[SqlModel]) -> dict[str, list[tuple[str, st
     """
     with duckdb.connect() as con:
         con.execute("set TimeZone = 'UTC'")
-        con.execute(SOURCE_SCHEMA_SQL.read_text())
+        con.execute(sql_text("schema"))  # the tables the models read, as the ingest creates them
         build_models(con, models)
         return {model.name: _table_schema(con, model.name) for model in models}
 

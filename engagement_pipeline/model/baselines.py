@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from engagement_pipeline.evaluation import BASELINES, roc_auc_or_nan
+from engagement_pipeline.model.evaluation import BASELINES, roc_auc_or_nan
 
 LOGISTIC_C = (1.0, 0.1, 0.01)
 # The previous fixed setting first: with a validation period of one outcome there is nothing to choose by.
@@ -71,7 +71,7 @@ def fit_baselines(
     search_seconds: float = 15.0,
 ) -> BaselineFit:
     """Fit each baseline per horizon (train rows), choose its parameters on validation, predict the test rows."""
-    from engagement_pipeline.model import Scaling, preprocess_tabular
+    from engagement_pipeline.model.lstm import Scaling, preprocess_tabular
 
     keep = observed_columns(X[split.train])
     dropped = [name for name, kept in zip(feature_names, keep) if not kept]

@@ -11,7 +11,7 @@ batch path does, with the batch path's own SQL; no feature is written twice:
    history; a request in flight finishes on the old one).
 2. The request's rows are staged as the CSV reader stages them (a view
    `csv_rows` over the request body: text, `NA` and empty fields NULL) and
-   typed, judged and hashed by the ingest's own `ingest_sql/parse_rows.sql`.
+   typed, judged and hashed by the ingest's own `ingest/sql/parse_rows.sql`.
 3. The stored history of the request's volunteers only (every feature of a
    classification uses that classification and the same user's earlier
    ones, so other users change nothing) plus the request's rows,
@@ -61,10 +61,10 @@ from pathlib import Path
 
 import numpy as np
 
-from engagement_pipeline.ingest import PANOPTES_COLUMNS
-from engagement_pipeline.ingest_load import sql_text
-from engagement_pipeline.sql_models import models_for
-from engagement_pipeline.windows import KEY_COLUMNS, FeatureMatrix, matrix_from_arrow, ordered_features_sql
+from engagement_pipeline.ingest.files import PANOPTES_COLUMNS
+from engagement_pipeline.ingest.load import sql_text
+from engagement_pipeline.model.windows import KEY_COLUMNS, FeatureMatrix, matrix_from_arrow, ordered_features_sql
+from engagement_pipeline.transform.sql_models import models_for
 
 # The columns of `classifications` the ingest fills from `parsed_rows` (ingest.py, the insert), provenance aside.
 CLASSIFICATION_COLUMNS = (

@@ -35,9 +35,9 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import numpy as np
 import orjson
 
-from engagement_pipeline.history_snapshot import snapshot_path
-from engagement_pipeline.online_features import BadRequest, NoSnapshotError, OnlineFeatures
-from engagement_pipeline.windows import gather_windows
+from engagement_pipeline.model.windows import gather_windows
+from engagement_pipeline.serving.history_snapshot import snapshot_path
+from engagement_pipeline.serving.online_features import BadRequest, NoSnapshotError, OnlineFeatures
 
 MAX_BODY_BYTES = 64 * 1024 * 1024
 PREDICT_BATCH = 8192  # windows per call of the model, as the nightly scoring's default
@@ -51,7 +51,7 @@ class OnlineScorer:
     """Request body -> response dict, with the champion held and swapped when the alias moves."""
 
     def __init__(self, features: OnlineFeatures, tracking, champion_check_s: float = 60.0, log=print):
-        from engagement_pipeline.registry import find_champion, load_model
+        from engagement_pipeline.model.registry import find_champion, load_model
 
         self.features = features
         self._tracking = tracking
@@ -185,7 +185,7 @@ def make_server(storage, host: str, port: int, tracking, log=print) -> Threading
     """A server for the pipeline whose files `storage` (a resources.Storage) names: snapshot and salt; not yet serving."""
     import torch
 
-    from engagement_pipeline.ingest import load_salt
+    from engagement_pipeline.ingest.load import load_salt
 
     # One intra-op thread per forward pass: requests already run side by side in threads, and torch's
     # OpenMP workers spinning against them made a 100-row pass 4-10x slower on 2 busy cores (measured).
@@ -207,7 +207,7 @@ def make_server(storage, host: str, port: int, tracking, log=print) -> Threading
 
 def serve(storage, host: str, port: int, tracking) -> int:
     """Serve until SIGINT or SIGTERM; requests in flight are answered first."""
-    from engagement_pipeline.registry import NoChampionError
+    from engagement_pipeline.model.registry import NoChampionError
 
     log = lambda line: print(line, file=sys.stderr, flush=True)
     try:

@@ -1,6 +1,6 @@
 """Loading export files into the warehouse: one file, one transaction.
 
-`ingest_file` takes its steps in order, each one SQL file in `ingest_sql/`:
+`ingest_file` takes its steps in order, each one SQL file in `sql/`:
 stage (read the CSV as text), number lines (the physical line of each row),
 parse (type, hash and judge each row), insert (classifications and
 rejected_rows), record (ingested_files). Parameters reach the SQL one way
@@ -15,7 +15,7 @@ import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from engagement_pipeline.ingest_files import (
+from engagement_pipeline.ingest.files import (
     LINK_PREFIX,
     TRANSCODED_PREFIX,
     ExportFormatError,
@@ -30,7 +30,7 @@ from engagement_pipeline.ingest_files import (
     transcode_to_utf8,
 )
 
-SQL_DIR = Path(__file__).parent / "ingest_sql"
+SQL_DIR = Path(__file__).parent / "sql"
 MAX_LINE_BYTES = 16 * 1024 * 1024  # one row may be large (10 MB annotations happen); longer ones are rejected
 CSV_BUFFER_BYTES = 2 * MAX_LINE_BYTES  # DuckDB's read buffer; its default (16 x max_line_size) would be 256 MB
 # A file of which more than this share of rows cannot be used stops the ingest
@@ -77,7 +77,7 @@ def sql_text(name: str) -> str:
 
 
 def run_sql(con, name: str, **variables):
-    """Set each keyword as a DuckDB variable, then run ingest_sql/<name>.sql; returns DuckDB's result."""
+    """Set each keyword as a DuckDB variable, then run sql/<name>.sql; returns DuckDB's result."""
     for variable, value in variables.items():  # our own keyword names, never text from a file
         con.execute(f"set variable {variable} = ?", [value])
     return con.execute(sql_text(name))

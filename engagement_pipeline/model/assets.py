@@ -24,12 +24,8 @@ from pathlib import Path
 import dagster as dg
 import numpy as np
 
-from engagement_pipeline import evaluation, registry
-from engagement_pipeline.drift import drift_reference_for, log_drift_reference
-from engagement_pipeline.plots import KINDS, PlotLabel, curves_png, png_markdown
-from engagement_pipeline.resources import Tracking, Warehouse
-from engagement_pipeline.stalled_runs import fail_stalled_mlflow_runs, process_tags
-from engagement_pipeline.training import (
+from engagement_pipeline.model import evaluation, registry
+from engagement_pipeline.model.training import (
     Dataset,
     Split,
     TrainingConfig,
@@ -40,7 +36,11 @@ from engagement_pipeline.training import (
     time_split,
     train_lstm,
 )
-from engagement_pipeline.windows import gather_windows
+from engagement_pipeline.model.windows import gather_windows
+from engagement_pipeline.monitoring.drift import drift_reference_for, log_drift_reference
+from engagement_pipeline.monitoring.plots import KINDS, PlotLabel, curves_png, png_markdown
+from engagement_pipeline.ops.stalled_runs import fail_stalled_mlflow_runs, process_tags
+from engagement_pipeline.resources import Tracking, Warehouse
 
 
 @dataclass
@@ -125,7 +125,7 @@ def run_training(data: Dataset, config: TrainingConfig, tracking: Tracking, log=
     """Split, fit, evaluate, log to MLflow, register and promote. `log` is any logger with .info."""
     import mlflow
 
-    from engagement_pipeline.model import fit_scaling
+    from engagement_pipeline.model.lstm import fit_scaling
 
     say = log.info if log is not None else (lambda message: None)
     started = time.perf_counter()
@@ -184,7 +184,7 @@ def run_training(data: Dataset, config: TrainingConfig, tracking: Tracking, log=
 
 def fit_all_baselines(data: Dataset, split: Split, scaling, config: TrainingConfig, say):
     """The four baselines on the same split, saying which features they had to drop."""
-    from engagement_pipeline.baselines import fit_baselines
+    from engagement_pipeline.model.baselines import fit_baselines
 
     say("fitting baselines (key parameters chosen on validation)")
     matrix = data.matrix

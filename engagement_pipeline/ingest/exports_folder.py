@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from engagement_pipeline.ingest_load import run_sql
+from engagement_pipeline.ingest.load import run_sql
 
 
 class MixedExportsError(RuntimeError):

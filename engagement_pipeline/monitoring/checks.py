@@ -30,7 +30,9 @@ from dataclasses import dataclass, field
 import dagster as dg
 import numpy as np
 
-from engagement_pipeline.drift import (
+from engagement_pipeline.model.registry import NoChampionError, find_champion
+from engagement_pipeline.model.windows import FeatureMatrix, gather_windows, load_feature_matrix
+from engagement_pipeline.monitoring.drift import (
     MIN_ROWS,
     PSI_THRESHOLD,
     DriftResult,
@@ -39,10 +41,8 @@ from engagement_pipeline.drift import (
     load_drift_reference,
     matrix_drift,
 )
-from engagement_pipeline.registry import NoChampionError, find_champion
+from engagement_pipeline.partitions import daily_partitions
 from engagement_pipeline.resources import Tracking, Warehouse
-from engagement_pipeline.scoring import daily_partitions
-from engagement_pipeline.windows import FeatureMatrix, gather_windows, load_feature_matrix
 
 MICROS_PER_MINUTE = 60_000_000
 MIN_KNOWN_OUTCOMES = 30  # per horizon, with both outcomes present, to judge a day's ROC-AUC
@@ -217,8 +217,8 @@ def realized_quality(con_factory, tracking: Tracking, on_or_before: dt.date, log
     `con_factory()` is a context manager giving a warehouse connection (held
     only while reading); the model loads afterwards.
     """
-    from engagement_pipeline.evaluation import binary_metrics
-    from engagement_pipeline.registry import load_model
+    from engagement_pipeline.model.evaluation import binary_metrics
+    from engagement_pipeline.model.registry import load_model
 
     version = find_champion(tracking)
     model = f"{version.name} v{version.version}"
