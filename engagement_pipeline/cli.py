@@ -59,7 +59,7 @@ RUN_FIELDS = (
 DAGSTER_YAML = """\
 # Written by `engagement`: one run at a time, because every run uses the one DuckDB file.
 # A run whose process dies is marked failed within a minute by `stalled_runs_sensor`
-# (engagement_pipeline/stalled_runs.py), so the queue never waits behind it.
+# (engagement_pipeline/ops/stalled_runs.py), so the queue never waits behind it.
 run_queue:
   max_concurrent_runs: 1
 run_monitoring:
@@ -69,6 +69,14 @@ run_monitoring:
   poll_interval_seconds: 60
 telemetry:
   enabled: false
+"""
+
+# The code location by module name, so the same file serves a checkout and an installed wheel.
+WORKSPACE_YAML = """\
+# Written by `engagement`: the code location of engagement_pipeline, by module.
+load_from:
+  - python_module:
+      module_name: engagement_pipeline.definitions
 """
 
 
@@ -92,12 +100,15 @@ def disk_full_exit(settings: Settings, min_free_mb: float, cause: str) -> System
 
 
 def prepare_dagster_home(settings: Settings) -> Path:
-    """The Dagster instance folder (DAGSTER_HOME, default <home>/dagster), with a dagster.yaml."""
+    """The Dagster instance folder (DAGSTER_HOME, default <home>/dagster), with a dagster.yaml and workspace.yaml."""
     home = settings.dagster_instance_home
     home.mkdir(parents=True, exist_ok=True)
     config = home / "dagster.yaml"
     if not config.exists():
         config.write_text(DAGSTER_YAML)
+    workspace = home / "workspace.yaml"
+    if not workspace.exists() or workspace.read_text() != WORKSPACE_YAML:
+        workspace.write_text(WORKSPACE_YAML)
     return home
 
 
@@ -321,13 +332,13 @@ def mlflow_ui_command(settings: Settings, host: str, port: int, workers: int = 2
     return command
 
 
-def dagster_ui_command(host: str, port: int) -> list[str]:
-    """`dg dev` (webserver and daemon, so the schedules run) on the project's workspace.yaml.
+def dagster_ui_command(workspace: Path, host: str, port: int) -> list[str]:
+    """`dg dev` (webserver and daemon, so the schedules run) on the instance's workspace.yaml.
 
     `dg dev`, not `dagster dev`, which Dagster 1.13 marks as superseded; given a
     workspace file it starts Dagster's own dev server on it, in this environment.
+    The workspace names the module, not a path, so an installed wheel works as a checkout does.
     """
-    workspace = Path(__file__).resolve().parent.parent / "workspace.yaml"
     return [sys.executable, "-m", "dagster_dg_cli.cli", "dev", "-w", str(workspace), "-h", host, "-p", str(port)]
 
 
@@ -336,8 +347,8 @@ def cmd_mlflow_ui(args) -> int:
 
 
 def cmd_dagster_ui(args) -> int:
-    prepare_dagster_home(args.settings)
-    return _exec(dagster_ui_command(args.host, args.port), args.settings.child_environment())
+    workspace = prepare_dagster_home(args.settings) / "workspace.yaml"
+    return _exec(dagster_ui_command(workspace, args.host, args.port), args.settings.child_environment())
 
 
 def cmd_serve(args) -> int:

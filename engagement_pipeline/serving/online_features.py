@@ -66,7 +66,7 @@ from engagement_pipeline.ingest.load import sql_text
 from engagement_pipeline.model.windows import KEY_COLUMNS, FeatureMatrix, matrix_from_arrow, ordered_features_sql
 from engagement_pipeline.transform.sql_models import models_for
 
-# The columns of `classifications` the ingest fills from `parsed_rows` (ingest.py, the insert), provenance aside.
+# The columns of `classifications` the ingest fills from `parsed_rows` (ingest/sql/insert_classifications.sql), provenance aside.
 CLASSIFICATION_COLUMNS = (
     "classification_id", "user_key", "is_anonymous", "workflow_id", "workflow_version", "created_at",
     "started_at", "finished_at", "utc_offset_minutes", "device_class", "browser_session",
