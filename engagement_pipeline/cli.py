@@ -100,15 +100,12 @@ def disk_full_exit(settings: Settings, min_free_mb: float, cause: str) -> System
 
 
 def prepare_dagster_home(settings: Settings) -> Path:
-    """The Dagster instance folder (DAGSTER_HOME, default <home>/dagster), with a dagster.yaml and workspace.yaml."""
+    """The Dagster instance folder (DAGSTER_HOME, default <home>/dagster), with a dagster.yaml."""
     home = settings.dagster_instance_home
     home.mkdir(parents=True, exist_ok=True)
     config = home / "dagster.yaml"
     if not config.exists():
         config.write_text(DAGSTER_YAML)
-    workspace = home / "workspace.yaml"
-    if not workspace.exists() or workspace.read_text() != WORKSPACE_YAML:
-        workspace.write_text(WORKSPACE_YAML)
     return home
 
 
@@ -348,6 +345,8 @@ def cmd_mlflow_ui(args) -> int:
 
 def cmd_dagster_ui(args) -> int:
     workspace = prepare_dagster_home(args.settings) / "workspace.yaml"
+    if not workspace.exists() or workspace.read_text() != WORKSPACE_YAML:
+        workspace.write_text(WORKSPACE_YAML)
     return _exec(dagster_ui_command(workspace, args.host, args.port), args.settings.child_environment())
 
 
