@@ -429,7 +429,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     help_text = "score raw export rows online with the champion (MLflow's scoring protocol: POST /invocations)"
     sub = commands.add_parser("serve", help=help_text, description=help_text + "; see README, Score online.")
-    sub.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1: this machine only)")
+    sub.add_argument(
+        "--host",
+        default="127.0.0.1",
+        help="address to bind (default 127.0.0.1: this machine only; any other needs ENGAGEMENT_SERVE_TOKEN)",
+    )
     sub.add_argument("--port", type=int, default=5001, help="port (default 5001)")
     sub.set_defaults(func=cmd_serve)
     return parser

@@ -39,7 +39,6 @@ from engagement_pipeline.serving.history_snapshot import history_snapshot
 from engagement_pipeline.transform.sql_models import sql_model_assets
 from engagement_pipeline_tests.conftest import QUICK_TRAINING, csv_text
 from engagement_pipeline_tests.project import project_resources
-from engagement_pipeline_tests.test_servers import free_port, server_group, wait_until
 from engagement_pipeline_tests.training_fixtures import crown_latest_version
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -140,6 +139,9 @@ def copy_home(pipeline, tmp_path: Path) -> Path:
 
 class Server:
     def __init__(self, home: Path, tmp_path: Path, token: str | None = None):
+        # imported here: test_servers imports conftest, which imports this module
+        from engagement_pipeline_tests.test_servers import free_port
+
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.log_path = tmp_path / "serve.log"
@@ -176,6 +178,8 @@ class Server:
 @contextmanager
 def _serving(home: Path, tmp_path: Path, token: str | None = None) -> Iterator[Server]:
     """`python -m engagement_pipeline.cli serve` on `home` in its own group (ENGAGEMENT_HOME already set)."""
+    from engagement_pipeline_tests.test_servers import server_group, wait_until
+
     handle = Server(home, tmp_path, token)
     argv = [sys.executable, "-m", "engagement_pipeline.cli", "serve", "--port", str(handle.port)]
     with server_group(argv, handle.log_path, cwd=SERVE_TREE) as process:

@@ -6,6 +6,7 @@ are serving_fixtures.py's, shared with test_serving_http.py: see there.
 
 import json
 import shutil
+import signal
 import sys
 import threading
 import time
@@ -152,6 +153,10 @@ def test_keeps_answering_while_the_pipeline_runs_and_uses_the_new_history_withou
     np.testing.assert_allclose([after[c] for c in HORIZON_COLUMNS], expected, rtol=0, atol=1e-5)
     assert after["p_continue_10m"] != before["p_continue_10m"]  # the history changed: the new snapshot is used
     assert server.process.poll() is None  # the same server process throughout
+
+    server.process.send_signal(signal.SIGTERM)  # as a service manager stops it: a clean exit, said in the log
+    assert server.process.wait(timeout=60) == 0
+    assert server.log_path.read_text().splitlines()[-1] == "stopped"
 
 
 def test_serve_refuses_to_start_without_a_champion(engagement_home, tmp_path):

@@ -18,7 +18,7 @@ from concurrent.futures import ThreadPoolExecutor
 import orjson
 import pytest
 
-from engagement_pipeline.serving.http_app import App, Guard, Limits, own_hosts
+from engagement_pipeline.serving.http_app import LARGE_BODY_BYTES, App, Guard, Limits, own_hosts
 from engagement_pipeline.serving.online_features import BadRequest, parse_records
 from engagement_pipeline_tests.serving_fixtures import SERVE_TREE, request_rows
 from engagement_pipeline_tests.test_servers import free_port, log_tail
@@ -102,6 +102,26 @@ def test_a_body_over_the_limit_is_refused_before_it_is_read_and_a_chunked_one_as
             pass  # refused while we were still sending: the point
         received = connection.recv(65536)
     assert _statuses(received) == [413]
+
+
+@pytest.mark.slow
+def test_large_bodies_are_read_and_scored_one_at_a_time(reading_server, serving_pipeline):
+    server = reading_server
+    padding = "x" * (LARGE_BODY_BYTES + 1024)  # an unknown column: ignored, but it makes the body large
+    body = orjson.dumps({"dataframe_records": [dict(serving_pipeline["held"][0], padding=padding)]})
+    head = f"Content-Type: application/json\r\nConnection: close\r\nContent-Length: {len(body)}\r\n\r\n"
+    request = _head(server, "POST", "/invocations", head)
+    with socket.create_connection(("127.0.0.1", server.port), timeout=30) as first:
+        first.sendall(request + body[:1000])  # holds the large-body slot while the rest does not come
+        time.sleep(1.0)
+        with socket.create_connection(("127.0.0.1", server.port), timeout=3) as second:
+            second.sendall(request + body)
+            with pytest.raises(TimeoutError):
+                second.recv(100)  # waits for the slot: no answer while the first body is being read
+            first.sendall(body[1000:])
+            assert _statuses(first.recv(65536)) == [200]
+            second.settimeout(30)
+            assert _statuses(second.recv(65536)) == [200]
 
 
 @pytest.mark.slow

@@ -30,15 +30,16 @@ What a client may rely on (docs/CONTRACT.md, Online scoring) and where it is don
 
 import asyncio
 import hmac
+import os
 import sys
 import time
 import traceback
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import orjson
 
-LARGE_BODY_BYTES = 1024 * 1024  # bodies over this take the one large-body slot (a volunteer's 100 rows: ~90 KB)
+LARGE_BODY_BYTES = 256 * 1024  # bodies over this take the one large-body slot (a volunteer's 100 rows: ~90 KB)
 KNOWN_PATHS = ("/ping", "/health", "/version", "/invocations")
 KNOWN_METHODS = ("GET", "HEAD", "POST", "PUT", "DELETE", "OPTIONS", "PATCH")
 
@@ -46,7 +47,7 @@ KNOWN_METHODS = ("GET", "HEAD", "POST", "PUT", "DELETE", "OPTIONS", "PATCH")
 @dataclass(frozen=True)
 class Limits:
     max_body_bytes: int = 64 * 1024 * 1024
-    workers: int = 2  # scoring threads: one per core of the machine the benchmark ran on
+    workers: int = field(default_factory=lambda: os.cpu_count() or 2)  # scoring threads: one per core
     body_timeout_s: float = 30.0  # reading one request's body
     score_timeout_s: float = 60.0  # waiting for a scoring thread and scoring
     idle_s: float = 5.0  # a connection with no request (or no whole line and headers) is closed after this

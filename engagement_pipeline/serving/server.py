@@ -28,6 +28,7 @@ message names a record's position and the problem, never a value. A row
 keyed by `user_name` is answered with `user_key` null.
 """
 
+import signal
 import sys
 import threading
 import time
@@ -192,8 +193,12 @@ def serve(storage, host: str, port: int, tracking, token: str | None = None) -> 
         f"serving {champion.name} v{champion.version} on http://{shown}:{server.port} "
         f"(POST /invocations, GET /ping){' with a token' if token else ''}; history {server.scorer.features.snapshot}"
     )
+    # uvicorn stops on SIGINT/SIGTERM once the requests in flight are answered, then raises the signal again
+    # under the handlers it found: these, so the process ends here, cleanly, rather than killed by it.
+    for stop_signal in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(stop_signal, lambda signum, frame: None)
     try:
-        server.run(sockets=[sock])  # uvicorn stops on SIGINT/SIGTERM after answering the requests in flight
+        server.run(sockets=[sock])
     finally:
         server.scorer.close()
         server.app.close()
