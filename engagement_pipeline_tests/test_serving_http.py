@@ -350,3 +350,40 @@ def test_the_access_log_names_no_query_path_or_method_it_does_not_know():
              "headers": [(b"host", b"localhost:5001")]}  # fmt: skip
     _, logged = _call(ok, scope)
     assert logged == [logged[-1]] and logged[-1].startswith("(other) (other) 404 0 rows")
+
+
+def test_a_request_not_scored_in_time_gets_a_503_and_its_large_body_slot_waits_for_the_work():
+    release = threading.Event()
+
+    class SlowScorer:  # a scoring thread still busy when the request's time is up
+        def score(self, body):
+            release.wait(10)
+            return {"predictions": []}, ""
+
+    app = App(SlowScorer(), Limits(workers=1, score_timeout_s=0.2), (BadRequest, RuntimeError, RuntimeError))
+    body = b"x" * (LARGE_BODY_BYTES + 1)
+    headers = [(b"host", b"127.0.0.1:5001"), (b"content-type", b"application/json"),
+               (b"content-length", str(len(body)).encode())]  # fmt: skip
+    scope = {"type": "http", "method": "POST", "path": "/invocations", "headers": headers, "query_string": b""}
+
+    async def run() -> tuple[int, bool, bool]:
+        sent = []
+
+        async def receive():
+            return {"type": "http.request", "body": body, "more_body": False}
+
+        async def send(message):
+            sent.append(message)
+
+        await app(dict(scope, state={}), receive, send)
+        held_after_answer = app.large_slot.locked()
+        release.set()
+        await asyncio.sleep(0.5)
+        return sent[0]["status"], held_after_answer, app.large_slot.locked()
+
+    try:
+        status, held_after_answer, held_after_work = asyncio.run(run())
+    finally:
+        release.set()
+        app.close()
+    assert status == 503 and held_after_answer and not held_after_work

@@ -272,7 +272,9 @@ class App:
             del body
             try:
                 response, timing = await asyncio.wait_for(asyncio.shield(work), self.limits.score_timeout_s)
-            except TimeoutError:
+            except TimeoutError:  # the thread scores on: a large body's slot is given back when it is done
+                work.add_done_callback(lambda _, held=slot: held.give_back())
+                slot = _Slot(self.large_slot)  # (not held: the `finally` below gives back nothing)
                 return _response(error_response(503, "SERVICE_UNAVAILABLE", "busy: not scored in time; try again"))
             except self.bad_request as error:
                 return _response(error_response(400, "BAD_REQUEST", str(error)))
