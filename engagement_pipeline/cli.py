@@ -10,6 +10,7 @@ run in the project's environment even when its bin/ is not on PATH.
 
 import argparse
 import datetime as dt
+import os
 import signal
 import subprocess
 import sys
@@ -352,10 +353,19 @@ def cmd_dagster_ui(args) -> int:
 
 def cmd_serve(args) -> int:
     from engagement_pipeline.resources import resources_for
+    from engagement_pipeline.serving.http_app import is_loopback
     from engagement_pipeline.serving.server import serve
 
+    token = os.environ.get("ENGAGEMENT_SERVE_TOKEN") or None
+    if not is_loopback(args.host) and token is None:
+        raise SystemExit(
+            f"serving on {args.host} (not loopback) needs a token: set ENGAGEMENT_SERVE_TOKEN; "
+            "clients send it as `Authorization: Bearer <token>`"
+        )
+    if token is not None and (len(token) < 16 or not token.isascii() or not token.isprintable()):
+        raise SystemExit("ENGAGEMENT_SERVE_TOKEN must be at least 16 printable ASCII characters")
     resources = resources_for(args.settings)  # the history snapshot and the salt are the storage's files
-    return serve(resources["storage"], args.host, args.port, resources["tracking"])
+    return serve(resources["storage"], args.host, args.port, resources["tracking"], token=token)
 
 
 def add_min_free_option(sub: argparse.ArgumentParser) -> None:
@@ -429,7 +439,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     help_text = "score raw export rows online with the champion (MLflow's scoring protocol: POST /invocations)"
     sub = commands.add_parser("serve", help=help_text, description=help_text + "; see README, Score online.")
-    sub.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1: this machine only)")
+    sub.add_argument(
+        "--host",
+        default="127.0.0.1",
+        help="address to bind (default 127.0.0.1: this machine only; any other needs ENGAGEMENT_SERVE_TOKEN)",
+    )
     sub.add_argument("--port", type=int, default=5001, help="port (default 5001)")
     sub.set_defaults(func=cmd_serve)
     return parser
