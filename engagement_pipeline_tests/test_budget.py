@@ -14,8 +14,10 @@ from engagement_pipeline.model.budget import (
     calibrate_examples_per_second,
     duration,
     estimate_training,
+    export_rows_estimate,
     scaling_rows,
     training_budget,
+    up_front_estimate,
 )
 from engagement_pipeline.model.training import TrainingConfig, epoch_rows, pick_device
 
@@ -110,7 +112,7 @@ def test_the_estimate_grows_with_rows_until_the_cap_then_stays():
     assert huge["seconds"] < 1.5 * big["seconds"]
     assert estimate_training(10_000_000, config, 20_000.0)["seconds"] == pytest.approx(big["seconds"] / 2)
     words = budget_words(big, 10_000.0)
-    assert "2,000,000 examples an epoch (a new sample of the 6,200,000 each epoch)" in words
+    assert "2,000,000 examples an epoch (a new sample of the 7,000,000 each epoch)" in words
     assert "about 3 min an epoch, up to 20 min for 6 epochs" in words and "max_train_examples" in words
 
 
@@ -139,3 +141,36 @@ def test_device_selection_without_a_gpu(monkeypatch):
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     assert pick_device("auto") == "cuda"
     assert pick_device("cuda:1") == "cuda:1"
+
+
+@pytest.mark.parametrize("name", ["export.csv", "export.csv.gz"])
+def test_the_export_size_gives_its_rows_roughly(tmp_path, name):
+    import gzip
+
+    rng = np.random.default_rng(0)
+    lines = ["classification_id,user_name,annotations"] + [
+        f'{i},volunteer{i % 97},"{"x" * int(rng.integers(20, 400))}"' for i in range(40_000)
+    ]
+    path = tmp_path / name
+    text = ("\n".join(lines) + "\n").encode()
+    path.write_bytes(gzip.compress(text) if name.endswith(".gz") else text)
+    assert export_rows_estimate(path) == pytest.approx(40_000, rel=0.05)
+    assert up_front_estimate([path], TrainingConfig()) == ""  # small: no estimate, no calibration
+    (tmp_path / "empty.csv").write_bytes(b"classification_id\n")
+    assert export_rows_estimate(tmp_path / "empty.csv") == 0
+
+
+def test_run_accepts_training_settings_and_names_a_wrong_one():
+    from engagement_pipeline.cli import training_overrides
+
+    def error(message):
+        raise SystemExit(message)
+
+    assert training_overrides(["max_train_examples=500000", "epochs=3"], error) == {
+        "max_train_examples": 500_000, "epochs": 3,
+    }  # fmt: skip
+    assert training_overrides(["max_train_examples=null"], error) == {"max_train_examples": None}
+    with pytest.raises(SystemExit, match="--train epoch=3: expected KEY=VALUE with KEY one of window, epochs"):
+        training_overrides(["epoch=3"], error)
+    with pytest.raises(SystemExit, match="--train: epochs: Input should be a valid integer"):
+        training_overrides(["epochs=many"], error)
