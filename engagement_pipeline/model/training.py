@@ -322,6 +322,7 @@ def train_lstm(
     device = pick_device(config.device)
     rng = np.random.default_rng(config.seed)
     torch.manual_seed(config.seed)
+    say(f"linear start on {min(len(split.train), config.max_wide_examples):,} training examples, on {device}")
     model, optimizer, scheduler, wide_loss = start_lstm(matrix, split, scaling, n_horizons, config, rng)
     val_rows = np.sort(rng.permutation(split.val)[: config.max_val_examples])
     budget = training_budget(len(split.train), config)
