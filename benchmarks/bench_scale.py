@@ -349,15 +349,20 @@ from engagement_pipeline.model import training, windows
 from engagement_pipeline.model.budget import scaling_rows
 from engagement_pipeline.model.lstm import fit_scaling
 how, database = sys.argv[1], sys.argv[2]
-imported = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+def peak_mb():
+    return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
+imported = peak_mb()
 started = time.perf_counter()
 con = duckdb.connect(database, read_only=True)
 con.execute("SET TimeZone = 'UTC'")
-con.execute("SET memory_limit = '4GB'")
+con.execute("SET memory_limit = '4GB'")  # the warehouse resource's default
+con.execute("SET enable_progress_bar = false")
 if how == "before":  # the code before issue 27: one Arrow table, then copies; every row's key; [N, H] temporaries
     names = windows.feature_names(con)
     matrix = windows.matrix_from_arrow(con.sql(windows.ordered_features_sql(names)).to_arrow_table(), names)
     horizons, labels = training.load_labels(con, matrix.classification_id)
+    con.close()
+    loaded = peak_mb()
     created = matrix.created_at
     q = np.quantile(created[~np.isnan(labels).all(axis=1)], [0.70, 0.85]).astype(np.int64)
     reaches = created[:, None] + 2 * np.asarray(horizons, dtype=np.int64) * 60_000_000
@@ -367,17 +372,19 @@ if how == "before":  # the code before issue 27: one Arrow table, then copies; e
     fit_scaling(matrix.X[train])
 else:
     data = training.load_dataset(con)
+    con.close()
+    loaded = peak_mb()
     split = training.time_split(data.matrix.created_at, data.labels, data.horizons, 0.70, 0.15)
     fit_scaling(data.matrix.X[scaling_rows(split.train, 0)])
     matrix = data.matrix
-loaded = time.perf_counter() - started
-peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-figures = {"rows": len(matrix), "seconds": round(loaded, 1), "peak_rss_mb": round(peak / 1024),
-           "after_imports_mb": round(imported / 1024), "mb_per_million_rows": round((peak - imported) / 1024 / len(matrix) * 1e6)}
+n = len(matrix)
+figures = {"rows": n, "seconds": round(time.perf_counter() - started, 1), "after_imports_mb": imported,
+           "peak_after_load_mb": loaded, "load_mb_per_million_rows": round((loaded - imported) / n * 1e6),
+           "peak_after_split_and_scaling_mb": peak_mb()}
 if how == "after":  # what the asset does next: the drift reference of every training row (monitoring/drift.py)
     from engagement_pipeline.monitoring.drift import drift_reference_for
     drift_reference_for(matrix, split.train, split.val_start_us)
-    figures["peak_rss_mb_with_drift_reference"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
+    figures["peak_with_drift_reference_mb"] = peak_mb()
 print(json.dumps(figures))
 """
 
