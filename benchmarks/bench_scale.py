@@ -4,6 +4,7 @@
     .venv/bin/python benchmarks/bench_scale.py                      # 1M, 4M, 10M (an hour or more on 2 cores)
     .venv/bin/python benchmarks/bench_scale.py --rows 10000000 --full   # 10M, then 38.5M (hours)
     .venv/bin/python benchmarks/bench_scale.py --rows 38500000 --gzip   # the export as .csv.gz (disk)
+    .venv/bin/python benchmarks/bench_scale.py --rows 4000000 --train max_train_examples=null  # every row
 
 Per size, in benchmarks/out/scale-N/ (ignored by git): the export is generated once
 (`engagement generate`, timed), the home is made afresh, and `engagement run --exports
@@ -218,11 +219,11 @@ def stages(steps: list[dict], marks: dict, figures: dict, sampler: Sampler) -> d
     return out
 
 
-def run_pipeline(rows: int, folder: Path, gzip: bool = False) -> dict:
+def run_pipeline(rows: int, folder: Path, gzip: bool = False, train: tuple[str, ...] = ()) -> dict:
     """Generate (once), run in a fresh home, score one day again; every figure of this size."""
     exports, home = folder / "exports", folder / "home"
     export = exports / ("export.csv.gz" if gzip else "export.csv")
-    result: dict = {"rows": rows, "loadavg_before": os.getloadavg()[0]}
+    result: dict = {"rows": rows, "train": list(train), "loadavg_before": os.getloadavg()[0]}
     if not export.exists():
         exports.mkdir(parents=True, exist_ok=True)
         command = [str(BIN / "engagement"), "generate", "--rows", str(rows), "--out", str(export)]
@@ -238,7 +239,8 @@ def run_pipeline(rows: int, folder: Path, gzip: bool = False) -> dict:
     started = time.time()
     with open(log, "w") as out:
         process = subprocess.Popen(
-            [str(BIN / "engagement"), "run", "--exports", str(exports), "--score-days", "1"],
+            [str(BIN / "engagement"), "run", "--exports", str(exports), "--score-days", "1"]
+            + [f"--train={pair}" for pair in train],
             env=env, stdout=out, stderr=subprocess.STDOUT, cwd=ROOT,
         )  # fmt: skip
         sampler = Sampler(process.pid)
@@ -419,7 +421,7 @@ def load_memory(database: Path, rows: int | None) -> None:
 
 
 def exponent(a: float | None, b: float | None, n1: int, n2: int) -> str:
-    if not a or not b or a <= 0 or b <= 0:
+    if not a or not b or a <= 0 or b <= 0 or n1 == n2:
         return ""
     return f"{math.log(b / a) / math.log(n2 / n1):.2f}"
 
@@ -436,7 +438,8 @@ def table(results: dict[str, dict]) -> str:
     def cell(r: dict, name: str) -> dict:
         return r.get(name) or r["stages"].get(name) or r["bare"].get(name) or {}
 
-    head = ["stage"] + [f"{r['rows']:,}: s / CPU-s / MB" for r in sizes]
+    head = ["stage"] + [f"{r['rows']:,}{' ' + ' '.join(r.get('train', [])) if r.get('train') else ''}: s / CPU-s / MB"
+                        for r in sizes]  # fmt: skip
     head += [f"exp. {a['rows'] / 1e6:g}M->{b['rows'] / 1e6:g}M (CPU)" for a, b in zip(sizes, sizes[1:])]
     lines = ["| " + " | ".join(head) + " |", "|" + " --- |" * len(head)]
     for name in names:
@@ -463,6 +466,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--gzip", action="store_true", help="generate the export as .csv.gz (38.5M rows: ~37 GB as plain CSV)"
     )
+    parser.add_argument(
+        "--train", action="append", default=[], metavar="KEY=VALUE",
+        help="engagement_model run config for these runs, e.g. --train max_train_examples=null (every row)",
+    )  # fmt: skip
     parser.add_argument("--table", action="store_true", help="print the table of the results so far and stop")
     parser.add_argument("--load-memory", type=Path, metavar="WAREHOUSE", help="measure loading the dataset only")
     parser.add_argument("--load-rows", type=int, help="with --load-memory: on about this many rows of it")
@@ -474,9 +481,10 @@ def main(argv: list[str] | None = None) -> int:
     results = json.loads(RESULTS.read_text()) if RESULTS.exists() else {}
     if not args.table:
         for rows in sorted(set(args.rows + ([FULL_ROWS] if args.full else []))):
-            results[str(rows)] = run_pipeline(rows, OUT / f"scale-{rows}", args.gzip)
+            key = " ".join([str(rows), *args.train])
+            results[key] = run_pipeline(rows, OUT / f"scale-{rows}", args.gzip, tuple(args.train))
             RESULTS.write_text(json.dumps(results, indent=2))
-            print(json.dumps(results[str(rows)]), flush=True)
+            print(json.dumps(results[key]), flush=True)
     print(table(results))
     return 0
 
