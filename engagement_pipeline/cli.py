@@ -128,7 +128,11 @@ def summary_line(asset: str, metadata: dict) -> str:
 
 
 def _materialize(
-    settings: Settings, scoring: bool, partition_key: str | None = None, min_free_mb: float = MIN_FREE_MB
+    settings: Settings,
+    scoring: bool,
+    partition_key: str | None = None,
+    min_free_mb: float = MIN_FREE_MB,
+    training: dict | None = None,
 ) -> None:
     """Materialize the daily assets (scoring and its report, for one partition) or every other asset.
 
@@ -153,7 +157,8 @@ def _materialize(
             instance=instance,
             asset_selection=list(selection.resolve(defs.resolve_asset_graph())),
             partition_key=partition_key,
-            run_config={"loggers": {"console": {"config": {"log_level": "INFO"}}}},
+            run_config={"loggers": {"console": {"config": {"log_level": "INFO"}}}}
+            | ({"ops": {"engagement_model": {"config": training}}} if training else {}),
             raise_on_error=False,
         )
     for event in result.get_asset_materialization_events():
@@ -206,8 +211,10 @@ def cmd_run(args) -> int:
     # the demo is the bundled sample, whatever the shell says
     settings = args.settings.with_exports(None if args.command == "demo" else Path(args.exports))
     print(f"ENGAGEMENT_HOME={settings.home}")
+    if args.command == "run":
+        print_up_front_estimate(Path(args.exports), args.train)
     print("1/3 ingest, SQL models and training (every unpartitioned asset) ...", flush=True)
-    _materialize(settings, scoring=False, min_free_mb=args.min_free_mb)
+    _materialize(settings, scoring=False, min_free_mb=args.min_free_mb, training=args.train)
     days = latest_complete_days(settings, args.score_days)
     for i, day in enumerate(days, 1):
         print(f"2/3 scoring {day} ({i}/{len(days)}) ...", flush=True)
@@ -215,6 +222,36 @@ def cmd_run(args) -> int:
     print(f"3/3 done. Predictions: {settings.home / 'predictions'}")
     print("Next: `engagement dagster-ui` and `engagement mlflow-ui` to look around.")
     return 0
+
+
+def training_overrides(pairs: list[str], error) -> dict:
+    """`--train KEY=VALUE` pairs -> engagement_model's run config, checked against TrainingConfig."""
+    from pydantic import ValidationError
+
+    from engagement_pipeline.model.training import TrainingConfig
+
+    overrides = {}
+    for pair in pairs:
+        key, equals, value = pair.partition("=")
+        if not equals or key not in TrainingConfig.model_fields:
+            error(f"--train {pair}: expected KEY=VALUE with KEY one of {', '.join(TrainingConfig.model_fields)}")
+        overrides[key] = None if value.lower() in ("null", "none") else value
+    try:
+        return TrainingConfig(**overrides).model_dump(include=set(overrides))
+    except ValidationError as invalid:
+        error(f"--train: {invalid.errors()[0]['loc'][0]}: {invalid.errors()[0]['msg']}")
+
+
+def print_up_front_estimate(exports: Path, training: dict) -> None:
+    """For a large export: its size and the LSTM's training time at these settings, before anything starts."""
+    from engagement_pipeline.ingest.files import find_exports
+    from engagement_pipeline.model.budget import up_front_estimate
+    from engagement_pipeline.model.training import TrainingConfig
+
+    files = find_exports(exports) if exports.is_dir() else []
+    words = up_front_estimate(files, TrainingConfig(**training)) if files else ""
+    if words:
+        print(f"estimate: {words}", flush=True)
 
 
 def cmd_generate(args) -> int:
@@ -401,8 +438,15 @@ def build_parser() -> argparse.ArgumentParser:
         sub.add_argument(
             "--score-days", type=int, default=3, help="score the last N complete UTC days that have data (default 3)"
         )
+        sub.add_argument(
+            "--train",
+            action="append",
+            default=[],
+            metavar="KEY=VALUE",
+            help="engagement_model run config for this run, e.g. --train max_train_examples=500000 --train epochs=3",
+        )
         add_min_free_option(sub)
-        sub.set_defaults(func=cmd_run)
+        sub.set_defaults(func=cmd_run, usage_error=sub.error)
 
     help_text = "write a realistic sample export (Panoptes CSV format) of any size"
     sub = commands.add_parser("generate", help=help_text, description=help_text)
@@ -453,6 +497,8 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     args.settings = Settings.from_environment()
     check_home(args.settings)
+    if args.command in ("demo", "run"):
+        args.train = training_overrides(args.train, args.usage_error)
     if args.command == "score":
         try:
             args.days = days_to_score(args.date, args.start, args.end)

@@ -6,6 +6,7 @@ an MLflow sqlite store under the test's ENGAGEMENT_HOME, Dagster's
 """
 
 import json
+import re
 import subprocess
 import sys
 import textwrap
@@ -388,15 +389,28 @@ def test_promotion_rule():
 
 
 def test_engagement_model_asset_materializes_with_metadata(synthetic_db):
+    import mlflow
+
     # no mlflow_store fixture here: on this home MLflow creates its store from nothing, as on a user's first run
     result = dg.materialize(
         [engagement_model],
         resources=project_resources(warehouse=Warehouse(database=str(synthetic_db), threads=2)),
-        run_config=dg.RunConfig({"engagement_model": TrainingConfig(**{**TINY, "epochs": 1})}),
+        run_config=dg.RunConfig(
+            {"engagement_model": TrainingConfig(**{**TINY, "epochs": 1, "max_train_examples": 500})}
+        ),
     )
     assert result.success
     metadata = result.asset_materializations_for_node("engagement_model")[0].metadata
     assert metadata["registered_version"].value == "1"
+    # the training budget: 500 examples an epoch of the ~2,000 training examples, said and logged
+    budget = metadata["training_budget"].value
+    assert re.fullmatch(
+        r"500 of 2,\d{3} training examples an epoch \(a new seeded sample each\); 1 epoch after the linear start; "
+        r"validation on (\d+) of \1; test on every example",
+        budget,
+    ), budget
+    params = mlflow.MlflowClient(metadata["tracking_uri"].value).get_run(metadata["mlflow_run_id"].value).data.params
+    assert params["train_examples_per_epoch"] == "500" and params["train_every_row_each_epoch"] == "False"
     assert metadata["promoted"].value is True
     assert "/runs/" in metadata["mlflow_run"].value
     assert "gbdt" in metadata["comparison"].value

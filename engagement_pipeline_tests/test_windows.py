@@ -135,3 +135,57 @@ def test_feature_names_require_the_key_columns_first(tmp_path):
     con.execute("drop table features")
     with pytest.raises(LookupError, match="materialize"):
         feature_names(con)
+
+
+@pytest.fixture
+def many_users_db():
+    """5,000 rows of 400 users with 1-40 classifications each, in random insertion order, some NULL features."""
+    con = duckdb.connect()
+    con.execute("SET TimeZone = 'UTC'")
+    con.execute(
+        """
+        create table features as
+        select i as classification_id, 'u' || lpad((hash(i // 7) % 400)::varchar, 3, '0') as user_key,
+               timestamptz '2024-01-01 00:00:00+00' + to_seconds(i * 37 % 5000) as created_at,
+               case when i % 11 = 0 then null else (i % 97) / 3.0 end as gap, i % 2 = 0 as flag
+        from range(5000) t(i) order by hash(i)
+        """
+    )
+    yield con
+    con.close()
+
+
+def test_chunked_load_equals_one_read_and_keeps_users_across_chunks(many_users_db):
+    whole = load_feature_matrix(many_users_db, chunk_rows=1 << 20)
+    # the reader really hands back small batches, so users span chunk boundaries
+    sql = "select * from features"
+    assert max(b.num_rows for b in many_users_db.sql(sql).to_arrow_reader(7)) <= 7
+    for chunk_rows in (1, 7, 64, 2048):
+        chunked = load_feature_matrix(many_users_db, chunk_rows=chunk_rows)
+        for name in ("classification_id", "created_at", "X", "user_start"):
+            np.testing.assert_array_equal(getattr(chunked, name), getattr(whole, name), err_msg=name)
+        assert (chunked.user_key == whole.user_key).all()
+    np.testing.assert_array_equal(whole.user_start, user_starts(whole.user_key))
+    # the whole table is read in two passes (keys sorted, values put in place); a restricted read in one
+    # sorted stream: both give the same matrix
+    streamed = load_feature_matrix(many_users_db, "true", chunk_rows=100)
+    for name in ("classification_id", "created_at", "X", "user_start"):
+        np.testing.assert_array_equal(getattr(streamed, name), getattr(whole, name), err_msg=name)
+    assert (streamed.user_key == whole.user_key).all()
+    assert np.isnan(whole.X[:, 0]).sum() == 5000 // 11 + 1
+
+
+def test_training_load_keeps_no_user_keys_but_the_same_starts(many_users_db):
+    with_keys = load_feature_matrix(many_users_db)
+    without = load_feature_matrix(many_users_db, with_user_key=False, chunk_rows=100)
+    assert without.user_key is None
+    np.testing.assert_array_equal(without.user_start, with_keys.user_start)
+    np.testing.assert_array_equal(without.X, with_keys.X)
+
+
+def test_user_starts_carry_a_user_over_a_chunk_boundary():
+    keys = np.array(["a", "a", "b", "b", "b", "c"], dtype=object)
+    first, second = user_starts(keys[:3]), user_starts(keys[3:], 3, keys[2], int(user_starts(keys[:3])[-1]))
+    np.testing.assert_array_equal(np.concatenate([first, second]), [0, 0, 2, 2, 2, 5])
+    # a chunk that starts with a new user starts it at its own offset
+    np.testing.assert_array_equal(user_starts(keys[5:], 5, keys[4], 2), [5])

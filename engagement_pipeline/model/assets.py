@@ -25,6 +25,7 @@ import dagster as dg
 import numpy as np
 
 from engagement_pipeline.model import evaluation, registry
+from engagement_pipeline.model.budget import budget_params, budget_text, scaling_rows
 from engagement_pipeline.model.training import (
     Dataset,
     Split,
@@ -62,6 +63,7 @@ class TrainingResult:
     chosen_parameters: dict[str, dict[int, str]] = field(default_factory=dict)
     test_predictions: np.ndarray = field(repr=False, default=None)  # the LSTM's P(continue) on split.test, in order
     plots: dict[str, bytes] = field(repr=False, default_factory=dict)
+    budget: str = ""
 
     @property
     def run_url(self) -> str:
@@ -142,12 +144,13 @@ def run_training(data: Dataset, config: TrainingConfig, tracking: Tracking, log=
         registry.mark_experiment(client, run.info.experiment_id)
         log_inputs(data, split, config, degenerate)
         log_drift_reference(drift_reference_for(matrix, split.train, split.val_start_us))  # for feature_drift
-        scaling = fit_scaling(matrix.X[split.train])
-        model, history = train_lstm(matrix, split, scaling, len(horizons), config, epoch_logger(horizons, config, say))
+        scaling = fit_scaling(matrix.X[scaling_rows(split.train, config.seed)])
+        on_epoch = epoch_logger(horizons, config, say)
+        model, history = train_lstm(matrix, split, scaling, len(horizons), config, on_epoch, say)
         stopping = stopping_summary(history, config.epochs, config.patience)
         say(f"LSTM {stopping}")
         lstm_seconds = time.perf_counter() - started
-        p_lstm = predict(model, matrix, split.test, config.window, "cpu")
+        p_lstm = predict(model, matrix, split.test, config.window, "cpu", say=say)
         baselines_started = time.perf_counter()
         fitted = fit_all_baselines(data, split, scaling, config, say)
         baseline_seconds = time.perf_counter() - baselines_started
@@ -179,6 +182,7 @@ def run_training(data: Dataset, config: TrainingConfig, tracking: Tracking, log=
         seconds=time.perf_counter() - started, comparison=comparison, stopping=stopping,
         lift=evaluation.lift_sentences(scored), dropped_features=fitted.dropped_features,
         degenerate_horizons=degenerate, chosen_parameters=fitted.chosen, test_predictions=p_lstm, plots=plots,
+        budget=budget_text(len(split.train), len(split.val), config, len(history) - 1),
     )  # fmt: skip
 
 
@@ -213,6 +217,7 @@ def log_inputs(data: Dataset, split: Split, config: TrainingConfig, degenerate: 
 
     mlflow.log_params({**config.model_dump(), "horizons": data.horizons, "n_features": len(data.matrix.feature_names)})
     mlflow.log_params({"n_train": len(split.train), "n_val": len(split.val), "n_test": len(split.test)})
+    mlflow.log_params(budget_params(len(split.train), len(split.val), config))
     if degenerate:
         mlflow.set_tag("one_outcome_horizons", "; ".join(f"{w}m: {text}" for w, text in degenerate.items()))
 
@@ -348,6 +353,7 @@ def asset_metadata(result: TrainingResult) -> dict:
         "champion_mean_test_roc_auc": rounded(promotion.champion_score),
         "training_seconds": dg.MetadataValue.float(round(result.seconds, 1)),
         "epochs_run": len(result.history) - 1,
+        "training_budget": result.budget,
         "early_stopping": result.stopping,
         "baselines_dropped_features": ", ".join(result.dropped_features) or "none",
         "one_outcome_horizons": "; ".join(f"{w}m: {t}" for w, t in result.degenerate_horizons.items()) or "none",

@@ -21,6 +21,7 @@ import dagster as dg
 import numpy as np
 from pydantic import Field
 
+from engagement_pipeline.model.budget import DEFAULT_MAX_TRAIN_EXAMPLES, Progress, budget_words, training_budget
 from engagement_pipeline.model.evaluation import roc_auc_or_nan
 from engagement_pipeline.model.windows import FeatureMatrix, gather_windows, load_feature_matrix
 
@@ -58,10 +59,11 @@ class TrainingConfig(dg.Config):
         0.15, description="Share used for validation (early stopping); the rest is the test period."
     )
     max_train_examples: int | None = Field(
-        None,
-        description="Training examples drawn afresh for each epoch (null = all of them, reshuffled). All by default: "
-        "since the history enters as differences from the current step it no longer overfits within an epoch, and "
-        "full epochs reached a lower validation loss than 30k-example ones on the sample.",
+        DEFAULT_MAX_TRAIN_EXAMPLES,
+        description="Training examples per epoch, drawn afresh each epoch from the seeded generator (null = all of "
+        "them, reshuffled). An export with fewer training examples uses every one each epoch; a bigger one sees a "
+        "new sample of this size each epoch, which bounds an epoch's time (about 2-3 minutes per million on one "
+        "core) without stopping the model from seeing most rows over the epochs. Lower it to train faster.",
     )
     max_val_examples: int = Field(
         40_000, description="Fixed random subset of the validation period used for early stopping."
@@ -123,7 +125,8 @@ def load_labels(con, classification_id: np.ndarray) -> tuple[list[int], np.ndarr
 
 
 def load_dataset(con) -> Dataset:
-    matrix = load_feature_matrix(con)
+    """`features` and `labels`, without the user keys (training needs only where each user's rows start)."""
+    matrix = load_feature_matrix(con, with_user_key=False)
     horizons, labels = load_labels(con, matrix.classification_id)
     return Dataset(matrix, horizons, labels)
 
@@ -155,12 +158,12 @@ def time_split(
         raise ValueError("fewer than 3 labelled classifications: nothing to split")
     val_start, test_start = np.quantile(created_at[labelled], [train_fraction, train_fraction + val_fraction])
     val_start, test_start = int(val_start), int(test_start)
-    lookahead = LABEL_LOOKAHEAD_HORIZONS * np.asarray(horizons, dtype=np.int64) * MICROS_PER_MINUTE
-    reaches = created_at[:, None] + lookahead[None, :]
     in_train = created_at < val_start
     in_val = (created_at >= val_start) & (created_at < test_start)
-    purge = (in_train[:, None] & (reaches > val_start)) | (in_val[:, None] & (reaches > test_start))
-    labels = np.where(purge, np.nan, labels).astype(np.float32)
+    labels = np.array(labels, dtype=np.float32)  # one copy, purged column by column (no [N, H] temporaries)
+    for h, minutes in enumerate(horizons):
+        reaches = created_at + LABEL_LOOKAHEAD_HORIZONS * int(minutes) * MICROS_PER_MINUTE
+        labels[(in_train & (reaches > val_start)) | (in_val & (reaches > test_start)), h] = np.nan
     known = ~np.isnan(labels).all(axis=1)
     return Split(
         train=np.flatnonzero(in_train & known),
@@ -176,11 +179,20 @@ def time_split(
 
 
 def pick_device(name: str) -> str:
+    """ "auto" -> "cuda" when torch sees a GPU, else "cpu"; "cuda" without one is an error that says so."""
     import torch
 
     if name == "auto":
         return "cuda" if torch.cuda.is_available() else "cpu"
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise ValueError(f'device "{name}" asked for, but torch sees no CUDA device: use "auto" or "cpu"')
     return name
+
+
+def epoch_rows(rng: np.random.Generator, train: np.ndarray, per_epoch: int) -> np.ndarray:
+    """One epoch's training rows in the order they are visited: a fresh draw of `per_epoch` without repeats
+    (every row, reshuffled, when `per_epoch` covers them all)."""
+    return rng.choice(train, size=min(per_epoch, len(train)), replace=False)
 
 
 def set_threads(threads: int) -> None:
@@ -197,8 +209,8 @@ def batches(matrix: FeatureMatrix, labels: np.ndarray, rows: np.ndarray, window:
         yield gather_windows(matrix, chunk, window), labels[chunk]
 
 
-def train_epoch(model, optimizer, batch_iter, device: str) -> float:
-    """One pass of masked-BCE AdamW steps; returns the example-weighted mean loss."""
+def train_epoch(model, optimizer, batch_iter, device: str, progress: "Progress | None" = None) -> float:
+    """One pass of masked-BCE AdamW steps; returns the example-weighted mean loss (progress: windows done)."""
     import torch
 
     from engagement_pipeline.model.lstm import masked_bce
@@ -215,18 +227,24 @@ def train_epoch(model, optimizer, batch_iter, device: str) -> float:
         optimizer.step()
         total += loss.item() * len(x)
         count += len(x)
+        if progress is not None:
+            progress.update(count)
     return total / max(count, 1)
 
 
-def predict(model, matrix: FeatureMatrix, rows: np.ndarray, window: int, device: str, batch_size: int = 4096):
-    """P(continue) [len(rows), H] from the in-process model (eval mode, no grad)."""
+def predict(model, matrix: FeatureMatrix, rows: np.ndarray, window: int, device: str, batch_size: int = 4096, say=None):
+    """P(continue) [len(rows), H] from the in-process model (eval mode, no grad); `say` gets progress lines."""
     import torch
 
     model.eval()
-    out = []
+    out, done = [], 0
+    progress = Progress(say, "predicting", len(rows)) if say is not None else None
     with torch.no_grad():
         for x, _ in batches(matrix, np.empty((len(matrix), 0), np.float32), rows, window, batch_size):
             out.append(model(torch.from_numpy(x).to(device)).cpu().numpy())
+            done += len(x)
+            if progress is not None:
+                progress.update(done)
     return np.concatenate(out) if out else np.empty((0, 0), np.float32)
 
 
@@ -281,6 +299,7 @@ def train_lstm(
     n_horizons: int,
     config: TrainingConfig,
     on_epoch: Callable[[dict], None] = lambda row: None,
+    say: Callable[[str], None] = lambda line: None,
 ) -> tuple["EngagementLSTM", list[dict]]:
     """Fit the LSTM with early stopping on validation loss; returns the best-epoch model (on CPU) and history.
 
@@ -289,6 +308,13 @@ def train_lstm(
     on validation loss, so the history path is only kept when it actually
     helps on later data than it was trained on. Training stops after
     `patience` epochs without a lower validation loss (see `stopping_summary`).
+
+    Each epoch trains on `max_train_examples` rows drawn afresh from the seeded
+    generator (every row when there are fewer), so an epoch's cost is bounded
+    and the run is deterministic given the seed. The model and batches live on
+    `config.device` (CUDA when "auto" finds it); the model returned is on the CPU.
+    `say` gets the early estimate of the whole training (after the first batches)
+    and a progress line with what remains at least every 30 s.
     """
     import torch
 
@@ -296,9 +322,11 @@ def train_lstm(
     device = pick_device(config.device)
     rng = np.random.default_rng(config.seed)
     torch.manual_seed(config.seed)
+    say(f"linear start on {min(len(split.train), config.max_wide_examples):,} training examples, on {device}")
     model, optimizer, scheduler, wide_loss = start_lstm(matrix, split, scaling, n_horizons, config, rng)
     val_rows = np.sort(rng.permutation(split.val)[: config.max_val_examples])
-    per_epoch = min(len(split.train), config.max_train_examples or len(split.train))
+    budget = training_budget(len(split.train), config)
+    per_epoch = budget["examples_per_epoch"]
     history: list[dict] = []
 
     def record(epoch: int, train_loss: float, seconds: float) -> float:
@@ -312,9 +340,12 @@ def train_lstm(
     best_state = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
     for epoch in range(1, config.epochs + 1):
         started = time.perf_counter()
-        rows = rng.choice(split.train, size=per_epoch, replace=False)
+        rows = epoch_rows(rng, split.train, per_epoch)
+        progress = Progress(say, f"epoch {epoch}/{config.epochs}", per_epoch, after=per_epoch * (config.epochs - epoch))
+        if epoch == 1:  # the estimate of the whole training, from its first ~20 batches
+            progress.estimate_after(20 * config.batch_size, lambda rate: say(budget_words(budget, rate)))
         train_loss = train_epoch(
-            model, optimizer, batches(matrix, split.labels, rows, config.window, config.batch_size), device
+            model, optimizer, batches(matrix, split.labels, rows, config.window, config.batch_size), device, progress
         )
         scheduler.step()
         if record(epoch, train_loss, time.perf_counter() - started) < best_loss - 1e-5:

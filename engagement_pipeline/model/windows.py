@@ -19,6 +19,7 @@ import numpy as np
 
 FEATURES_TABLE = "features"
 KEY_COLUMNS = ("classification_id", "user_key", "created_at")
+ORDER_BY = "order by user_key, created_at, classification_id"  # the matrix's row order: each user's history in turn
 
 
 @dataclass(frozen=True)
@@ -30,7 +31,7 @@ class FeatureMatrix:
     """
 
     classification_id: np.ndarray  # int64 [N]
-    user_key: np.ndarray  # object (str) [N]
+    user_key: np.ndarray | None  # object (str) [N]; None when loaded without keys (training)
     created_at: np.ndarray  # int64 [N], microseconds since the epoch (UTC)
     X: np.ndarray  # float32 [N, F], raw values, NaN = missing
     feature_names: list[str]
@@ -68,32 +69,101 @@ def feature_names(con, table: str = FEATURES_TABLE) -> list[str]:
     return names[len(KEY_COLUMNS) :]
 
 
+def value_columns(names: list[str]) -> str:
+    return ", ".join(f"cast({quote_identifier(n)} as float) as {quote_identifier(n)}" for n in names)
+
+
 def ordered_features_sql(names: list[str], where_sql: str = "", table: str = FEATURES_TABLE) -> str:
     """The SELECT of the matrix; `where_sql` is a trusted fragment written by this project's code."""
-    values = ", ".join(f"cast({quote_identifier(n)} as float) as {quote_identifier(n)}" for n in names)
     where = f"where {where_sql}" if where_sql else ""
     return f"""
-        select classification_id, user_key, epoch_us(created_at) as created_us, {values}
+        select classification_id, user_key, epoch_us(created_at) as created_us, {value_columns(names)}
         from {table} {where}
-        order by user_key, created_at, classification_id
+        {ORDER_BY}
     """
 
 
+LOAD_CHUNK_ROWS = 1 << 20  # rows per Arrow batch read from DuckDB: ~F x 4 MB of float32 in flight
+
+
 def load_feature_matrix(
-    con, where_sql: str = "", params: list | None = None, names: list[str] | None = None
+    con,
+    where_sql: str = "",
+    params: list | None = None,
+    names: list[str] | None = None,
+    with_user_key: bool = True,
+    chunk_rows: int = LOAD_CHUNK_ROWS,
 ) -> FeatureMatrix:
     """Read `features` (optionally restricted by `where_sql` with `?` params) into a FeatureMatrix.
 
     `names` are the feature columns when the caller already knows them (`feature_names(con)` otherwise).
 
-    Arrow -> numpy column by column: NULLs become NaN, no Python loop over rows.
-    (`con.sql(...).to_arrow_table()` rather than `execute`: duckdb 2 warns that
-    Arrow output of a DB-API result costs an extra copy of the rows.)
+    The rows stream from DuckDB in Arrow batches of `chunk_rows` straight into
+    preallocated arrays (float32 X, int64 ids/times/user starts), so the peak
+    is the matrix plus one batch, not the matrix twice. `with_user_key=False`
+    keeps no user keys (`user_key` is then None): training needs only
+    `user_start`, and at tens of millions of rows the keys as Python strings
+    would cost more than the features. The whole table (no `where_sql`) is read
+    in two passes: DuckDB sorts only (user_key, created_at, classification_id)
+    with the row ids, then the values stream unsorted into their rows. NULLs
+    become NaN; no Python loop over rows.
     """
     names = names if names is not None else feature_names(con)
-    return matrix_from_arrow(
-        con.sql(ordered_features_sql(names, where_sql), params=params or []).to_arrow_table(), names
-    )
+    params = params or []
+    where = f"where {where_sql}" if where_sql else ""
+    [(n, top)] = con.execute(f"select count(*), max(rowid) from {FEATURES_TABLE} {where}", params).fetchall()
+    X = np.empty((n, len(names)), dtype=np.float32)
+    classification_id = np.empty(n, dtype=np.int64)
+    created_at = np.empty(n, dtype=np.int64)
+    user_start = np.empty(n, dtype=np.int64)
+    keys = np.empty(n, dtype=object) if with_user_key else None
+
+    def fill(batch, at) -> None:
+        for j, name in enumerate(names):
+            X[at, j] = batch.column(name).to_numpy(zero_copy_only=False)
+        classification_id[at] = batch.column("classification_id").to_numpy(zero_copy_only=False)
+        created_at[at] = batch.column("created_us").to_numpy(zero_copy_only=False)
+
+    # The whole table (training): DuckDB sorts only the keys and row ids, then the values are read unsorted and
+    # put in place; sorting every value with them held about 4 bytes of DuckDB memory per value on top.
+    narrow = not where_sql and n > 0
+    if narrow:
+        position = np.full(top + 1, -1, dtype=np.int64)  # rowid -> row of the matrix
+        order_sql = f"select rowid as row_id, user_key from {FEATURES_TABLE} {ORDER_BY}"
+    else:
+        order_sql = ordered_features_sql(names, where_sql)
+    offset, last_key, last_start = 0, None, 0
+    for batch in con.sql(order_sql, params=params).to_arrow_reader(chunk_rows):
+        m = batch.num_rows
+        if not m:
+            continue
+        if offset + m > n:
+            raise RuntimeError(f"`{FEATURES_TABLE}` grew while it was read ({n:,} rows counted)")
+        rows = slice(offset, offset + m)
+        if narrow:
+            position[batch.column("row_id").to_numpy(zero_copy_only=False)] = np.arange(offset, offset + m)
+        else:
+            fill(batch, rows)
+        key = batch.column("user_key").to_numpy(zero_copy_only=False)
+        user_start[rows] = user_starts(key, offset, last_key, last_start)
+        if keys is not None:
+            keys[rows] = key
+        offset, last_key, last_start = offset + m, key[-1], int(user_start[offset + m - 1])
+    if narrow:
+        values_sql = f"""select rowid as row_id, classification_id, epoch_us(created_at) as created_us,
+                         {value_columns(names)} from {FEATURES_TABLE}"""
+        filled = 0
+        for batch in con.sql(values_sql).to_arrow_reader(chunk_rows):
+            at = position[batch.column("row_id").to_numpy(zero_copy_only=False)]
+            if (at < 0).any():
+                raise RuntimeError(f"`{FEATURES_TABLE}` changed while it was read: a row appeared")
+            fill(batch, at)
+            filled += batch.num_rows
+        if filled != n:
+            offset = filled
+    if offset != n:
+        raise RuntimeError(f"`{FEATURES_TABLE}` changed while it was read: {offset:,} rows of {n:,} counted")
+    return FeatureMatrix(classification_id, keys, created_at, X, names, user_start)
 
 
 def matrix_from_arrow(table, names: list[str]) -> FeatureMatrix:
@@ -113,14 +183,22 @@ def matrix_from_arrow(table, names: list[str]) -> FeatureMatrix:
     )
 
 
-def user_starts(user_key: np.ndarray) -> np.ndarray:
-    """For rows sorted by user, the index of each row's user's first row."""
+def user_starts(user_key: np.ndarray, offset: int = 0, previous_key=None, previous_start: int = 0) -> np.ndarray:
+    """For rows sorted by user, the index of each row's user's first row.
+
+    For a chunk that begins at row `offset` of the whole: `previous_key` is the
+    key of the row before it and `previous_start` that row's user start, so a
+    user whose rows span two chunks keeps one start.
+    """
     n = len(user_key)
     if n == 0:
         return np.zeros(0, dtype=np.int64)
     first = np.ones(n, dtype=bool)
     first[1:] = user_key[1:] != user_key[:-1]
-    return np.maximum.accumulate(np.where(first, np.arange(n, dtype=np.int64), 0))
+    if previous_key is not None and user_key[0] == previous_key:
+        first[0] = False
+    at = np.arange(offset, offset + n, dtype=np.int64)
+    return np.maximum.accumulate(np.where(first, at, previous_start))
 
 
 def window_indices(user_start: np.ndarray, rows: np.ndarray, window: int) -> tuple[np.ndarray, np.ndarray]:
