@@ -40,11 +40,11 @@ sys.path.insert(0, str(ROOT))
 import duckdb  # noqa: E402
 import numpy as np  # noqa: E402
 
+from engagement_pipeline.model.device import set_threads  # noqa: E402
 from engagement_pipeline.model.training import (  # noqa: E402
     TrainingConfig,
     batches,
     load_dataset,
-    set_threads,
     time_split,
     train_epoch,
 )

@@ -35,7 +35,16 @@ def imports_of(name: str, path: Path, modules: dict[str, Path]) -> set[str]:
     (then a.b is already being imported: Python's own order, not a circle).
     """
     found = set()
-    for node in ast.walk(ast.parse(path.read_text())):
+    tree = ast.parse(path.read_text())
+    typing_only = {  # `if TYPE_CHECKING:` imports never run
+        id(inner)
+        for node in ast.walk(tree)
+        if isinstance(node, ast.If) and "TYPE_CHECKING" in ast.unparse(node.test)
+        for inner in ast.walk(node)
+    }
+    for node in ast.walk(tree):
+        if id(node) in typing_only:
+            continue
         if isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("engagement_pipeline"):
             for alias in node.names:
                 submodule = f"{node.module}.{alias.name}"

@@ -26,13 +26,13 @@ import numpy as np
 
 from engagement_pipeline.model import evaluation, registry
 from engagement_pipeline.model.budget import budget_params, budget_text, scaling_rows
+from engagement_pipeline.model.device import set_threads
 from engagement_pipeline.model.training import (
     Dataset,
     Split,
     TrainingConfig,
     load_dataset,
     predict,
-    set_threads,
     stopping_summary,
     time_split,
     train_lstm,

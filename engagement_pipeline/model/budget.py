@@ -143,8 +143,8 @@ def calibrate_examples_per_second(
     the real shape, `batches` timed optimizer steps after one warm-up (about a second on one core)."""
     import torch
 
+    from engagement_pipeline.model.device import pick_device, set_threads
     from engagement_pipeline.model.lstm import EngagementLSTM, Scaling, masked_bce
-    from engagement_pipeline.model.training import pick_device, set_threads
 
     set_threads(config.torch_threads)
     device = pick_device(config.device)

@@ -11,7 +11,6 @@ torch is imported inside the functions that use it: definitions.py imports
 this module, which must load fast.
 """
 
-import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -22,6 +21,7 @@ import numpy as np
 from pydantic import Field
 
 from engagement_pipeline.model.budget import DEFAULT_MAX_TRAIN_EXAMPLES, Progress, budget_words, training_budget
+from engagement_pipeline.model.device import pick_device
 from engagement_pipeline.model.evaluation import roc_auc_or_nan
 from engagement_pipeline.model.windows import FeatureMatrix, gather_windows, load_feature_matrix
 
@@ -178,28 +178,10 @@ def time_split(
 # --------------------------------------------------------------------------- the LSTM
 
 
-def pick_device(name: str) -> str:
-    """ "auto" -> "cuda" when torch sees a GPU, else "cpu"; "cuda" without one is an error that says so."""
-    import torch
-
-    if name == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    if name.startswith("cuda") and not torch.cuda.is_available():
-        raise ValueError(f'device "{name}" asked for, but torch sees no CUDA device: use "auto" or "cpu"')
-    return name
-
-
 def epoch_rows(rng: np.random.Generator, train: np.ndarray, per_epoch: int) -> np.ndarray:
     """One epoch's training rows in the order they are visited: a fresh draw of `per_epoch` without repeats
     (every row, reshuffled, when `per_epoch` covers them all)."""
     return rng.choice(train, size=min(per_epoch, len(train)), replace=False)
-
-
-def set_threads(threads: int) -> None:
-    """Set torch's intra-op threads (0 = the cores this process may run on, never more)."""
-    import torch
-
-    torch.set_num_threads(threads if threads > 0 else max(1, len(os.sched_getaffinity(0))))
 
 
 def batches(matrix: FeatureMatrix, labels: np.ndarray, rows: np.ndarray, window: int, batch_size: int):
