@@ -52,8 +52,8 @@ def imports_of(name: str, path: Path, modules: dict[str, Path]) -> set[str]:
         elif isinstance(node, ast.Import):
             found.update(alias.name for alias in node.names if alias.name.startswith("engagement_pipeline"))
     with_parents = set()
-    for name in found:
-        parts = name.split(".")
+    for target in found:
+        parts = target.split(".")
         with_parents.update(".".join(parts[:i]) for i in range(2, len(parts) + 1))
     return {m for m in with_parents if m in modules and not name.startswith(m + ".")}
 
