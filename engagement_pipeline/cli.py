@@ -10,6 +10,7 @@ run in the project's environment even when its bin/ is not on PATH.
 
 import argparse
 import datetime as dt
+import os
 import signal
 import subprocess
 import sys
@@ -100,12 +101,28 @@ def disk_full_exit(settings: Settings, min_free_mb: float, cause: str) -> System
 
 
 def prepare_dagster_home(settings: Settings) -> Path:
-    """The Dagster instance folder (DAGSTER_HOME, default <home>/dagster), with a dagster.yaml."""
+    """The Dagster instance folder (DAGSTER_HOME, default <home>/dagster), with a dagster.yaml and its storage.
+
+    Owner-only, like the whole home. Its sqlite schemas are created here, once, under a file lock: two
+    first runs started together on a fresh home raced to create them ("table run_tags already exists").
+    """
+    import dagster as dg
+
+    from engagement_pipeline.resources import exclusive_lock, private_folder
+
     home = settings.dagster_instance_home
-    home.mkdir(parents=True, exist_ok=True)
+    private_folder(settings.home)
+    private_folder(home)
     config = home / "dagster.yaml"
-    if not config.exists():
-        config.write_text(DAGSTER_YAML)
+    previous = os.umask(0o077)  # the lock, dagster.yaml and the sqlite files: created 0600
+    try:
+        with exclusive_lock(home / ".instance.lock", timeout_s=600):
+            if not config.exists():
+                config.write_text(DAGSTER_YAML)
+            with dg.DagsterInstance.from_config(str(home)):
+                pass
+    finally:
+        os.umask(previous)
     return home
 
 
@@ -439,6 +456,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     args.settings = Settings.from_environment()
     check_home(args.settings)
+    os.umask(0o077)  # what this command and its children create (sqlite stores, runs, reports) is the owner's alone
     if args.command == "score":
         try:
             args.days = days_to_score(args.date, args.start, args.end)

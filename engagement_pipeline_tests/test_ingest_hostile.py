@@ -125,15 +125,17 @@ def test_rejected_rows_keep_no_address_and_no_name_of_the_file(warehouse, export
         .replace("2017-01-06 20:36:04 UTC", "never")
         .replace(",Initial,", ',"note: user victim_name_xyz at 192.0.2.48, or 2001:db8::7 (victim_name_xyz.)",')
     )
+    rows[5] = rows[5].replace("2017-01-06 20:36:05 UTC", "").replace(",Initial,", ",thanks (victim_name_xyz.),")
     (exports_dir / "private.csv").write_text(hostile.HEADER + "\n" + "\n".join(rows) + "\n")
     run_ingest(warehouse, exports_dir)
     got = rejected(warehouse)
-    assert [line for line, _, _ in got] == [5, 6]
+    assert [line for line, _, _ in got] == [5, 6, 7]
     everything = json.dumps(got)
     for secret in ("192.0.2.47", "192.0.2.48", "ffff", "2001:db8", "victim_name_xyz", "volunteer_"):
         assert secret not in everything
     assert json.loads(got[0][2])["workflow_name"] == "(withheld)"
     assert json.loads(got[1][2])["workflow_name"] == "(withheld: may be a user_ip or user_name)"
+    assert json.loads(got[2][2])["workflow_name"] == "(withheld: may be a user_ip or user_name)"
 
 
 @pytest.mark.parametrize("chunk", [1, 7, 64, 4096])
