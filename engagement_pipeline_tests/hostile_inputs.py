@@ -37,10 +37,16 @@ def extra_fields(path: Path, fields: int, good_rows: int = 20) -> Path:
     return path
 
 
-def wide_header_crlf(path: Path, columns: int, rows: int = 200, header_like_rows: int = 0) -> Path:
+def wide_header_crlf(
+    path: Path,
+    columns: int,
+    rows: int = 200,
+    header_like_rows: int = 0,
+    name: str = "extra_column_with_a_rather_long_name_{:05d}",
+) -> Path:
     """A CRLF export whose header has `columns` long extra column names (the issue: 10,000; 4.2 MB with 30
     rows that repeat the header). Every row has the header's field count."""
-    names = [f"extra_column_with_a_rather_long_name_{i:05d}" for i in range(columns)]
+    names = [name.format(i) for i in range(columns)]
     header = HEADER + "," + ",".join(names)
     filler = "," * columns
     lines = [header] + [row(i) + filler for i in range(rows)]
@@ -98,18 +104,43 @@ print(json.dumps(outcome))
 """
 
 
-def ingest_in_child(repo: Path, home: Path, folder: Path, timeout: float = 600) -> dict:
+def ingest_in_child(repo: Path, home: Path, folder: Path, timeout: float = 600, cap_mb: float | None = None) -> dict:
     """Ingest `folder` into a fresh `home` in a child Python that imports `repo`'s package: the outcome
     (rows stored and rejected, or the refusal), its wall time, and the child's peak RSS (the whole
-    process, DuckDB's threads included, as the kernel counts it)."""
+    process, DuckDB's threads included, as the kernel counts it: VmHWM). With `cap_mb`, a child whose
+    RSS passes it is killed (so an old, unbounded ingest cannot take the machine down) and reported so."""
     import time
 
     env = {**os.environ, "PYTHONPATH": str(repo)}
     start = time.perf_counter()
-    completed = subprocess.run(
+    child = subprocess.Popen(
         [sys.executable, "-c", PEAK_CHILD, str(home), str(folder)],
-        capture_output=True, env=env, cwd=str(repo), timeout=timeout,
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env, cwd=str(repo),
     )  # fmt: skip
-    lines = completed.stdout.decode().strip().splitlines()
-    outcome = json.loads(lines[-1]) if lines else {"crashed": completed.stderr.decode()[-500:]}
+    peak, killed = 0.0, False
+    while child.poll() is None and time.perf_counter() - start < timeout:
+        rss, hwm = _memory_mb(child.pid)
+        peak = max(peak, hwm)
+        if cap_mb is not None and rss > cap_mb:
+            child.kill()
+            killed = True
+            break
+        time.sleep(0.05)
+    if child.poll() is None:
+        child.kill()
+    stdout, stderr = child.communicate()
+    lines = [line for line in stdout.decode().splitlines() if line.startswith("{")]
+    outcome = json.loads(lines[-1]) if lines else {"crashed": (stderr.decode() or stdout.decode())[-300:]}
+    if killed:
+        outcome = {"killed": f"RSS passed the {cap_mb:,.0f} MB cap", "peak_rss_mb": peak}
+    outcome.setdefault("peak_rss_mb", peak)
     return {**outcome, "seconds": round(time.perf_counter() - start, 2)}
+
+
+def _memory_mb(pid: int) -> tuple[float, float]:
+    """(VmRSS, VmHWM) of a live process, in MB; zeros once it is gone."""
+    try:
+        fields = dict(line.split(":", 1) for line in Path(f"/proc/{pid}/status").read_text().splitlines())
+    except (OSError, ValueError):
+        return 0.0, 0.0
+    return tuple(float(fields.get(key, "0 kB").split()[0]) / 1024 for key in ("VmRSS", "VmHWM"))

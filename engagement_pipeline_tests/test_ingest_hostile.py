@@ -173,3 +173,12 @@ def test_a_gzip_export_is_refused_when_it_expands_past_the_limit_without_decompr
 
     with pytest.raises(ExportFormatError, match="expands to over"):
         scan_file(path, 2**24, max_bytes=2**20)
+
+
+def test_newlines_quoted_in_a_column_not_staged_keep_the_line_numbers(warehouse, exports_dir):
+    """Only the Panoptes columns are staged (a 10,000-column header bound in 22 s a query); a file whose
+    other columns hold quoted newlines is staged again whole, so the line numbers stay right."""
+    rows = [hostile.row(0) + ',"a\nb"', hostile.row(1) + ",x", hostile.row(2) + ',"c\n\nd"', hostile.row(3) + ",y"]
+    (exports_dir / "notes.csv").write_text(hostile.HEADER + ",note\n" + "\n".join(rows) + "\n")
+    run_ingest(warehouse, exports_dir)
+    assert stored_lines(warehouse) == {1000: 2, 1001: 4, 1002: 5, 1003: 8}

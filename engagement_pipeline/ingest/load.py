@@ -134,8 +134,11 @@ def ensure_schema(con) -> None:
 # --------------------------------------------------------------------------- the steps of one file
 
 
-def _stage_and_parse(con, path: Path, shown_path: str, header: list[str], salt: str) -> tuple[int, int, int, int]:
-    """Steps 1 and 2: csv_rows (a view of the file), parsed_rows.
+def _stage_and_parse(
+    con, path: Path, shown_path: str, header: list[str], salt: str, every_column: bool = False
+) -> tuple[int, int, int, int]:
+    """Steps 1 and 2: csv_rows (a view of the file: the Panoptes columns, or `every_column` but user_ip),
+    parsed_rows.
 
     Returns (rows read, parser rejects, invalid UTF-8, rows read whose values cannot be used).
     """
@@ -144,6 +147,7 @@ def _stage_and_parse(con, path: Path, shown_path: str, header: list[str], salt: 
     run_sql(
         con,
         "stage_csv",
+        every_column=every_column,
         csv_path=str(path),
         csv_columns=staged_columns(header),
         max_line_bytes=MAX_LINE_BYTES,
@@ -255,7 +259,11 @@ def ingest_file(
         )
         if invalid_encoding:  # the scan found every byte UTF-8: DuckDB should agree
             raise ExportFormatError(f"{result.path}: DuckDB found bytes that are not UTF-8; nothing loaded from it")
-        _number_lines(con, result.path, structure, rows_read, parser_rejects)
+        try:
+            _number_lines(con, result.path, structure, rows_read, parser_rejects)
+        except ExportFormatError:  # newlines quoted in a column not staged? Stage them all, count again
+            _stage_and_parse(con, readable, result.path, header, salt, every_column=True)
+            _number_lines(con, result.path, structure, rows_read, parser_rejects)
         con.execute("begin transaction")
         has_rejects = bool(parser_rejects or value_rejects or texts)
         _insert(con, result, readable, header, structure, texts, rows_read, has_rejects=has_rejects)
