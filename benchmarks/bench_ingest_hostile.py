@@ -36,6 +36,23 @@ CASES = {
         lambda p: hostile.wide_header_crlf(p, 10_000, rows=200, name="col_{:05d}_long_nm"),
         "CRLF, 10,005 columns in a 190 KB header: the old 64 KB read saw 3,452 of them, as in the issue",
     ),
+    "wide-header-4.2MB-crlf-values": (
+        lambda p: hostile.wide_header_crlf(p, 10_000, rows=200, name="col_{:05d}_long_nm", value="v"),
+        "the same with a value in every field (4.2 MB): each row has 6,553 fields more than the old code read",
+    ),
+    "normal-4.2MB-crlf-again": (lambda p: hostile.normal(p, 23_500, ending="\r\n"), "a normal CRLF export, 4.2 MB"),
+    "wide-5000-rows": (
+        lambda p: hostile.wide_header_crlf(p, 10_000, rows=5_000, name="c{:05d}x", value="v"),
+        "10,005 columns, 5,000 rows, every field set (100 MB): DuckDB's reader on a wide file",
+    ),
+    "extra-fields-50MB": (
+        lambda p: hostile.many_extra_fields(p, rows=5_000, fields=10_000),
+        "5,000 rows, every other one with 10,000 extra fields (50 MB)",
+    ),
+    "binary-junk-100MB": (
+        lambda p: hostile.binary_junk(p, 100 * 2**20),
+        "1,000 good rows, 100 MB of random bytes, 1,000 good rows",
+    ),
 }
 
 

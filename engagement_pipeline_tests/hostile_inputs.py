@@ -37,18 +37,40 @@ def extra_fields(path: Path, fields: int, good_rows: int = 20) -> Path:
     return path
 
 
+def many_extra_fields(path: Path, rows: int, fields: int) -> Path:
+    """`rows` rows, every other one with `fields` extra fields."""
+    with open(path, "w") as out:
+        out.write(HEADER + "\n")
+        for i in range(rows):
+            out.write(row(i) + (",x" * fields if i % 2 else "") + "\n")
+    return path
+
+
+def binary_junk(path: Path, size: int, rows: int = 1_000, seed: int = 23) -> Path:
+    """`rows` good rows, `size` random bytes, `rows` good rows again."""
+    import numpy as np
+
+    junk = np.random.default_rng(seed).integers(0, 256, size, dtype=np.uint8).tobytes()
+    first = "\n".join([HEADER] + [row(i) for i in range(rows)]) + "\n"
+    last = "\n" + "\n".join(row(rows + i) for i in range(rows)) + "\n"
+    path.write_bytes(first.encode() + junk + last.encode())
+    return path
+
+
 def wide_header_crlf(
     path: Path,
     columns: int,
     rows: int = 200,
     header_like_rows: int = 0,
     name: str = "extra_column_with_a_rather_long_name_{:05d}",
+    value: str = "",
 ) -> Path:
-    """A CRLF export whose header has `columns` long extra column names (the issue: 10,000; 4.2 MB with 30
-    rows that repeat the header). Every row has the header's field count."""
+    """A CRLF export whose header has `columns` extra column names (the issue: 10,000 long ones, read to
+    3,452 by the code before issue 23) and rows holding `value` in each; `header_like_rows` rows repeat
+    the header. Every row has the header's field count."""
     names = [name.format(i) for i in range(columns)]
     header = HEADER + "," + ",".join(names)
-    filler = "," * columns
+    filler = ("," + value) * columns
     lines = [header] + [row(i) + filler for i in range(rows)]
     for k in range(header_like_rows):
         lines.insert(2 + k * max(1, rows // max(1, header_like_rows)), header)

@@ -58,7 +58,7 @@ MAX_EXPORT_GB = 16.0
 # Raw text kept of malformed records (a quote in the wrong place, a stray carriage return): up to
 # this much of each, and of all of one file together; the others keep none.
 MAX_RAW_TEXT_BYTES = 64 * 1024
-MAX_RAW_TEXT_TOTAL = 16 * 2**20
+MAX_RAW_TEXT_TOTAL = 4 * 2**20
 
 
 @dataclass

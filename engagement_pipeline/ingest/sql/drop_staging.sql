@@ -6,6 +6,7 @@ drop table if exists row_newlines;
 drop table if exists row_lines;
 drop table if exists reject_lines;
 drop table if exists removed_records;
+drop table if exists unreadable_records;
 drop table if exists parsed_rows;
 drop table if exists ingest_rejects;
 drop table if exists ingest_scans;

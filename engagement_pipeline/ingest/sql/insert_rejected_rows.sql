@@ -59,6 +59,58 @@ case
     else without_addresses(v)
 end;
 
+create or replace temp table unreadable_records as
+with first_reject as (
+    select distinct on (ingest_rejects.line) *
+    from ingest_rejects
+    order by ingest_rejects.line
+),
+
+read_lines as (
+    select
+        unnest(getvariable('reject_line_numbers'))::bigint as raw_line,
+        unnest(getvariable('reject_line_texts'))::varchar as line_text
+)
+
+select
+    reject_lines.raw_line,
+    'malformed CSV: ' || first_reject.error_type || ': ' || first_reject.error_message as reason,
+    null::varchar as fixed_text,
+    read_lines.line_text
+from first_reject
+inner join reject_lines on first_reject.line = reject_lines.record_line
+left join read_lines on reject_lines.raw_line = read_lines.raw_line
+
+union all
+
+select
+    scanned.raw_line,
+    case scanned.code
+        when 1 then 'malformed CSV: ' || scanned.field_total || ' fields where the header has ' || getvariable('header_fields')
+        when 2 then 'malformed CSV: a quote inside an unquoted field, or text after a closing quote'
+        when 3 then 'malformed CSV: a carriage return inside an unquoted field'
+        when 4 then 'malformed CSV: a quoted field is not closed before the end of the file'
+        else
+            'line too long: ' || scanned.record_bytes || ' bytes, over the ' || getvariable('max_line_bytes')
+            || ' a row may have; shorten the row (its annotations or subject_data?) and run the ingest again'
+    end as reason,
+    case
+        when scanned.code = 1
+            then
+                'fields withheld: ' || scanned.field_total || ' fields where the header has '
+                || getvariable('header_fields') || ', so user_ip or user_name could be in any of them'
+        when scanned.code = 5 then '(withheld: too long to keep)'
+    end as fixed_text,
+    scanned.line_text
+from (
+    select
+        unnest(getvariable('malformed_lines'))::bigint as raw_line,
+        unnest(getvariable('malformed_codes'))::bigint as code,
+        unnest(getvariable('malformed_fields'))::bigint as field_total,
+        unnest(getvariable('malformed_bytes'))::bigint as record_bytes,
+        unnest(getvariable('malformed_texts'))::varchar as line_text
+) as scanned;
+
 insert into rejected_rows
 -- Rows the parser read whose values cannot be used.
 select
@@ -117,8 +169,6 @@ select
     e.raw_line as line_number,
     e.reason,
     case
-        when e.fixed_text is not null then e.fixed_text
-        when e.line_text is null then '(withheld: not kept, the file has too many such records)'
         when e.field_count = getvariable('header_fields') or (getvariable('ip_position') = 0 and getvariable('name_position') = 0)
             then e.aligned_text
         else
@@ -130,8 +180,6 @@ from (
     select
         reject_fields.raw_line,
         any_value(reject_fields.reason) as reason,
-        any_value(reject_fields.fixed_text) as fixed_text,
-        any_value(reject_fields.line_text) as line_text,
         count(*) as field_count,
         string_agg(
             case
@@ -145,60 +193,26 @@ from (
         select
             unreadable.raw_line,
             unreadable.reason,
-            unreadable.fixed_text,
-            unreadable.line_text,
             unnest(regexp_extract_all(',' || coalesce(unreadable.line_text, ''), ',("(?:[^"]|"")*"?[^,]*|[^,]*)', 1)) as field_text,
             generate_subscripts(
                 regexp_extract_all(',' || coalesce(unreadable.line_text, ''), ',("(?:[^"]|"")*"?[^,]*|[^,]*)', 1), 1
             ) as field_position
         from (
-            select
-                reject_lines.raw_line,
-                'malformed CSV: ' || first_reject.error_type || ': ' || first_reject.error_message as reason,
-                null::varchar as fixed_text,
-                read_lines.line_text
-            from (
-                select distinct on (ingest_rejects.line) *
-                from ingest_rejects
-                order by ingest_rejects.line
-            ) as first_reject
-            inner join reject_lines on first_reject.line = reject_lines.record_line
-            left join (
-                select
-                    unnest(getvariable('reject_line_numbers'))::bigint as raw_line,
-                    unnest(getvariable('reject_line_texts'))::varchar as line_text
-            ) as read_lines on reject_lines.raw_line = read_lines.raw_line
-
-            union all
-
-            select
-                scanned.raw_line,
-                case scanned.code
-                    when 1 then 'malformed CSV: ' || scanned.field_total || ' fields where the header has ' || getvariable('header_fields')
-                    when 2 then 'malformed CSV: a quote inside an unquoted field, or text after a closing quote'
-                    when 3 then 'malformed CSV: a carriage return inside an unquoted field'
-                    when 4 then 'malformed CSV: a quoted field is not closed before the end of the file'
-                    else
-                        'line too long: ' || scanned.record_bytes || ' bytes, over the ' || getvariable('max_line_bytes')
-                        || ' a row may have; shorten the row (its annotations or subject_data?) and run the ingest again'
-                end as reason,
-                case
-                    when scanned.code = 1
-                        then
-                            'fields withheld: ' || scanned.field_total || ' fields where the header has '
-                            || getvariable('header_fields') || ', so user_ip or user_name could be in any of them'
-                    when scanned.code = 5 then '(withheld: too long to keep)'
-                end as fixed_text,
-                scanned.line_text
-            from (
-                select
-                    unnest(getvariable('malformed_lines'))::bigint as raw_line,
-                    unnest(getvariable('malformed_codes'))::bigint as code,
-                    unnest(getvariable('malformed_fields'))::bigint as field_total,
-                    unnest(getvariable('malformed_bytes'))::bigint as record_bytes,
-                    unnest(getvariable('malformed_texts'))::varchar as line_text
-            ) as scanned
+            select * from unreadable_records
+            where fixed_text is null and line_text is not null
         ) as unreadable
     ) as reject_fields
     group by reject_fields.raw_line
-) as e;
+) as e
+
+union all
+
+-- Those with no text to split: their reason and what stands for it.
+select
+    getvariable('source_file') as source_file,
+    raw_line as line_number,
+    reason,
+    coalesce(fixed_text, '(withheld: not kept, the file has too many such records)') as raw_text,
+    now() as rejected_at
+from unreadable_records
+where fixed_text is not null or line_text is null;
