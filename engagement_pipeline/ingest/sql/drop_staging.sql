@@ -12,5 +12,4 @@ drop table if exists ingest_rejects;
 drop table if exists ingest_scans;
 drop macro if exists withheld;
 drop macro if exists without_addresses;
-drop macro if exists name_digests;
 set variable salt = null;

@@ -21,8 +21,6 @@
 -- against every user_name of the file) is withheld whole; IPv4 and IPv6
 -- addresses (IPv4-mapped ones too) and Panoptes' 20-hex-digit IP hashes are
 -- cut out of it wherever they stand.
-create or replace temp macro name_digests() as (select list(distinct parsed_rows.name_digest) from parsed_rows);
-
 create or replace temp macro without_addresses(v) as
 regexp_replace(
     regexp_replace(
@@ -44,16 +42,12 @@ create or replace temp macro withheld(v) as
 case
     when
         hash(getvariable('salt') || trim(v)) in (select parsed_rows.name_digest from parsed_rows)
-        or list_has_any(
-            list_transform(
-                regexp_extract_all(v, '[^\s,;:!?"''`()\[\]{}<>=/\\|@&*+^%$#~]+'),
-                lambda token: hash(getvariable('salt') || trim(token, '.-_'))
-            )
-            || list_transform(
-                regexp_extract_all(v, '[^\s,;:!?"''`()\[\]{}<>=/\\|@&*+^%$#~]+'),
-                lambda token: hash(getvariable('salt') || token)
-            ),
-            name_digests()
+        or exists (
+            select 1
+            from unnest(regexp_extract_all(v, '[^\s,;:!?"''`()\[\]{}<>=/\\|@&*+^%$#~]+')) as word (token)
+            where
+                hash(getvariable('salt') || word.token) in (select parsed_rows.name_digest from parsed_rows)
+                or hash(getvariable('salt') || trim(word.token, '.-_')) in (select parsed_rows.name_digest from parsed_rows)
         )
         then '(withheld: may be a user_ip or user_name)'
     else without_addresses(v)
