@@ -58,18 +58,18 @@ def test_a_fresh_home_s_dagster_instance_and_mlflow_store_are_created_private(tm
     """Issue 23: the home was created 0755, mlflow.db and Dagster's runs.db 0644 (under the usual umask 022)."""
     import os
 
-    from engagement_pipeline.cli import prepare_dagster_home
+    from engagement_pipeline.cli import open_dagster_instance
     from engagement_pipeline.resources import Tracking
     from engagement_pipeline.settings import Settings
 
     previous = os.umask(0o022)
     try:
         home = tmp_path / "fresh-home"
-        instance = prepare_dagster_home(Settings(home=home))
+        open_dagster_instance(Settings(home=home)).dispose()
         Tracking(home=str(home)).client()
     finally:
         os.umask(previous)
-    assert (instance / "history" / "runs.db").exists() and (home / "mlflow.db").exists()
+    assert (home / "dagster" / "history" / "runs.db").exists() and (home / "mlflow.db").exists()
     assert not_private(home) == []
 
 
@@ -81,10 +81,9 @@ def test_four_first_runs_on_a_fresh_home_all_set_up_the_dagster_instance(tmp_pat
 
     home = tmp_path / "fresh-home"
     code = (
-        "import sys, dagster as dg; from pathlib import Path;"
-        "from engagement_pipeline.cli import prepare_dagster_home; from engagement_pipeline.settings import Settings;"
-        "h = prepare_dagster_home(Settings(home=Path(sys.argv[1])));"
-        "i = dg.DagsterInstance.from_config(str(h)); print(len(i.get_runs()))"
+        "import sys; from pathlib import Path;"
+        "from engagement_pipeline.cli import open_dagster_instance; from engagement_pipeline.settings import Settings;"
+        "i = open_dagster_instance(Settings(home=Path(sys.argv[1]))); print(len(i.get_runs()))"
     )
     children = [
         subprocess.Popen([sys.executable, "-c", code, str(home)], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
