@@ -182,3 +182,19 @@ def test_newlines_quoted_in_a_column_not_staged_keep_the_line_numbers(warehouse,
     (exports_dir / "notes.csv").write_text(hostile.HEADER + ",note\n" + "\n".join(rows) + "\n")
     run_ingest(warehouse, exports_dir)
     assert stored_lines(warehouse) == {1000: 2, 1001: 4, 1002: 5, 1003: 8}
+
+
+def test_a_copy_that_would_fill_the_scratch_disk_is_refused_before_it_is_written(tmp_path, exports_dir):
+    """A Latin-1 export needs a UTF-8 copy: on a 150 MB scratch disk, a 60 MB one (120 MB at most in UTF-8,
+    leaving under 100 MB) is refused before a byte of it is written, and nothing is stored."""
+    from engagement_pipeline_tests.crash_helpers import small_disk
+
+    rows = [hostile.row(i, name="José" if i == 0 else None, annotations='"' + "a" * 60_000 + '"') for i in range(1_000)]
+    (exports_dir / "latin1.csv").write_bytes((hostile.HEADER + "\n" + "\n".join(rows) + "\n").encode("latin-1"))
+    warehouse = Warehouse(home=str(tmp_path / "home"), threads=2)
+    salt = ingest.load_salt(tmp_path / "home" / "salt")
+    with small_disk(tmp_path / "scratch", 150 * 1024) as scratch, warehouse.connect() as con:
+        with pytest.raises(ExportFormatError, match=r"latin1\.csv: reading it needs a copy of 115 MB in .*scratch"):
+            ingest.ingest_exports(con, ingest.find_exports(exports_dir), salt, scratch)
+        assert list(scratch.iterdir()) == []
+        assert con.execute("select count(*) from classifications").fetchall() == [(0,)]

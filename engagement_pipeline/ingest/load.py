@@ -295,16 +295,14 @@ def _clean_copy(readable: Path, path: Path, structure, fields: int, scan: FileSc
 
 
 def _require_room(path: Path, scratch: Path, size: int) -> None:
-    """Refuse to write a copy of `size` bytes that would leave the scratch folder's disk nearly full."""
+    """Refuse to write a copy of `size` bytes that would leave the scratch folder's disk with under 100 MB."""
     import shutil
 
-    from engagement_pipeline.ops.disk_space import MIN_FREE_MB, readable_size
-
     free = shutil.disk_usage(scratch).free
-    if free - size < MIN_FREE_MB * 2**20:
+    if free - size < 100 * 2**20:
         raise ExportFormatError(
-            f"{shown(path)}: reading it needs a copy of {readable_size(size)} in {scratch}, and its disk has "
-            f"{readable_size(free)} free; free space there (or point ENGAGEMENT_HOME at a larger disk) and run "
+            f"{shown(path)}: reading it needs a copy of {size / 2**20:,.0f} MB in {scratch}, and its disk has "
+            f"{free / 2**20:,.0f} MB free; free space there (or point ENGAGEMENT_HOME at a larger disk) and run "
             "the ingest again (nothing of this file was stored)"
         )
 
