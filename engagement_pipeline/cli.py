@@ -101,13 +101,37 @@ def disk_full_exit(settings: Settings, min_free_mb: float, cause: str) -> System
 
 
 def prepare_dagster_home(settings: Settings) -> Path:
-    """The Dagster instance folder (DAGSTER_HOME, default <home>/dagster), with a dagster.yaml."""
+    """The Dagster instance folder (DAGSTER_HOME, default <home>/dagster), with a dagster.yaml; owner-only."""
+    from engagement_pipeline.resources import private_folder
+
     home = settings.dagster_instance_home
-    home.mkdir(parents=True, exist_ok=True)
+    private_folder(settings.home)
+    private_folder(home)
     config = home / "dagster.yaml"
     if not config.exists():
-        config.write_text(DAGSTER_YAML)
+        previous = os.umask(0o077)
+        try:
+            config.write_text(DAGSTER_YAML)
+        finally:
+            os.umask(previous)
     return home
+
+
+def open_dagster_instance(settings: Settings):
+    """The Dagster instance, its sqlite storage created owner-only (0600) and under a file lock: two
+    first runs started together on a fresh home raced to create its schemas ("table run_tags already
+    exists", alembic's "more than one head")."""
+    import dagster as dg
+
+    from engagement_pipeline.resources import exclusive_lock
+
+    home = prepare_dagster_home(settings)
+    previous = os.umask(0o077)
+    try:
+        with exclusive_lock(home / ".instance.lock", timeout_s=600):
+            return dg.DagsterInstance.from_config(str(home))
+    finally:
+        os.umask(previous)
 
 
 def summary_line(asset: str, metadata: dict) -> str:
@@ -150,7 +174,7 @@ def _materialize(
     daily = dg.AssetSelection.assets("user_predictions", "engagement_report")  # the day's file, then its report
     selection = daily if scoring else dg.AssetSelection.all() - daily
     job = defs.resolve_implicit_global_asset_job_def()
-    with dg.DagsterInstance.from_config(str(prepare_dagster_home(settings))) as instance:
+    with open_dagster_instance(settings) as instance:
         for run_id in fail_stalled_runs(instance):
             print(f"  marked run {run_id} failed: its process is gone", flush=True)
         result = job.execute_in_process(
@@ -382,6 +406,7 @@ def cmd_mlflow_ui(args) -> int:
 
 
 def cmd_dagster_ui(args) -> int:
+    open_dagster_instance(args.settings).dispose()  # its storage created once, before the UI and daemon start
     workspace = prepare_dagster_home(args.settings) / "workspace.yaml"
     if not workspace.exists() or workspace.read_text() != WORKSPACE_YAML:
         workspace.write_text(WORKSPACE_YAML)
@@ -497,6 +522,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     args.settings = Settings.from_environment()
     check_home(args.settings)
+    os.umask(0o077)  # what this command and its children create (sqlite stores, runs, reports) is the owner's alone
     if args.command in ("demo", "run"):
         args.train = training_overrides(args.train, args.usage_error)
     if args.command == "score":

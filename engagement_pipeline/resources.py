@@ -17,6 +17,7 @@ reads the environment.
 from __future__ import annotations
 
 import fcntl
+import os
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -216,13 +217,17 @@ class Tracking(dg.ConfigurableResource):
         import mlflow
 
         uri = self.uri()
+        if self.project_store:  # the store and its artifacts are the owner's alone, as the whole home
+            store = private_folder(home_path(self.home)) / "mlflow.db"
+            if not store.exists():  # an empty file is a new sqlite database: created 0600, before MLflow opens it
+                os.close(os.open(store, os.O_CREAT | os.O_WRONLY, 0o600))
         mlflow.set_tracking_uri(uri)
         mlflow.set_registry_uri(uri)
         client = mlflow.MlflowClient(tracking_uri=uri, registry_uri=uri)
         if client.get_experiment_by_name(self.experiment_name) is None:
             artifact_root = None  # a tracking server of your own decides where artifacts go
             if self.project_store:
-                self.artifacts.mkdir(parents=True, exist_ok=True)
+                private_folder(self.artifacts)
                 artifact_root = self.artifacts.as_uri()
             client.create_experiment(self.experiment_name, artifact_location=artifact_root)
         mlflow.set_experiment(self.experiment_name)

@@ -40,3 +40,54 @@ def test_a_home_sqlite_cannot_live_in_is_refused_before_anything_is_created(tmp_
         main(["score", "--date", "2025-01-01"])
     assert "contains '?' or '#'" in str(exit_info.value.code)
     assert not home.exists()
+
+
+def not_private(root) -> list[str]:
+    """Everything under `root` that anyone but its owner may read: folders not 0700, files not 0600."""
+    wrong = [] if mode(root) == 0o700 else [str(root)]
+    for path in root.rglob("*"):
+        if path.is_symlink():
+            continue
+        if mode(path) & 0o077:
+            wrong.append(f"{path.relative_to(root)} {oct(mode(path))}")
+    return wrong
+
+
+@pytest.mark.slow
+def test_a_fresh_home_s_dagster_instance_and_mlflow_store_are_created_private(tmp_path):
+    """Issue 23: the home was created 0755, mlflow.db and Dagster's runs.db 0644 (under the usual umask 022)."""
+    import os
+
+    from engagement_pipeline.cli import open_dagster_instance
+    from engagement_pipeline.resources import Tracking
+    from engagement_pipeline.settings import Settings
+
+    previous = os.umask(0o022)
+    try:
+        home = tmp_path / "fresh-home"
+        open_dagster_instance(Settings(home=home)).dispose()
+        Tracking(home=str(home)).client()
+    finally:
+        os.umask(previous)
+    assert (home / "dagster" / "history" / "runs.db").exists() and (home / "mlflow.db").exists()
+    assert not_private(home) == []
+
+
+@pytest.mark.slow
+def test_four_first_runs_on_a_fresh_home_all_set_up_the_dagster_instance(tmp_path):
+    """Issue 23: two first runs started together raced in Dagster's sqlite schema creation (2 of 4 tries)."""
+    import subprocess
+    import sys
+
+    home = tmp_path / "fresh-home"
+    code = (
+        "import sys; from pathlib import Path;"
+        "from engagement_pipeline.cli import open_dagster_instance; from engagement_pipeline.settings import Settings;"
+        "i = open_dagster_instance(Settings(home=Path(sys.argv[1]))); print(len(i.get_runs()))"
+    )
+    children = [
+        subprocess.Popen([sys.executable, "-c", code, str(home)], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        for _ in range(4)
+    ]
+    results = [(child.wait(timeout=300), *child.communicate()) for child in children]
+    assert [(rc, out.strip()) for rc, out, _ in results] == [(0, b"0")] * 4, [err[-800:] for _, _, err in results]

@@ -25,7 +25,14 @@ from pydantic import Field
 
 from engagement_pipeline.ingest.exports_folder import check_exports_folder
 from engagement_pipeline.ingest.files import find_exports
-from engagement_pipeline.ingest.load import MAX_FILE_REJECTED_SHARE, ensure_schema, ingest_exports, load_salt, run_sql
+from engagement_pipeline.ingest.load import (
+    MAX_EXPORT_GB,
+    MAX_FILE_REJECTED_SHARE,
+    ensure_schema,
+    ingest_exports,
+    load_salt,
+    run_sql,
+)
 from engagement_pipeline.resources import Exports, Storage, Warehouse
 
 # --------------------------------------------------------------------------- Dagster
@@ -36,6 +43,11 @@ class IngestConfig(dg.Config):
         MAX_FILE_REJECTED_SHARE,
         description="A file of which more than this share of rows cannot be used stops the ingest, "
         "nothing of it stored (the message names the file and the commonest reasons).",
+    )
+    max_export_gb: float = Field(
+        MAX_EXPORT_GB,
+        description="The largest export read, in GB once decompressed: a bigger file (a .csv.gz expanding past "
+        "it) stops the ingest before anything of it is copied or stored.",
     )
 
 
@@ -136,6 +148,7 @@ def ingest_classifications(
             scratch=storage.ingest_scratch,
             log=context.log,
             max_rejected_share=config.max_file_rejected_share,
+            max_export_gb=config.max_export_gb,
         )
         total, rejected = run_sql(con, "warehouse_totals").fetchone()
         first_day, last_day, days_with_data = run_sql(con, "data_days").fetchone()

@@ -22,6 +22,11 @@ TRANSCODED_PREFIX = "transcoded-"  # UTF-8 copies of exports in the scratch fold
 LINK_PREFIX = "utf8-named-"  # links with a UTF-8 name to an export whose name is not UTF-8
 
 
+# The widest header read: a Panoptes export has 14 columns; a spreadsheet re-save may add many.
+MAX_HEADER_BYTES = 4 * 2**20
+MAX_COLUMNS = 20_000
+
+
 class ExportFormatError(ValueError):
     """A file that is not a Zooniverse classification export."""
 
@@ -110,27 +115,51 @@ class FileScan:
     ends_with_newline: bool
     long_lines: tuple[tuple[int, int, int], ...] = ()  # (line, byte offset, bytes) of lines over the reader's limit
     blank_lines: int = 0  # empty lines: DuckDB skips them (or they are inside a quoted field)
+    expanded_bytes: int = 0  # the bytes DuckDB reads: a gzip's decompressed size
+    valid_utf8: bool = True  # False: some bytes are not UTF-8 (read as Latin-1, from a copy)
 
 
-def scan_file(path: Path, max_line_bytes: int, sha256: str | None = None) -> FileScan:
-    """The file's sha256 (of its bytes as stored, unless given) and its physical lines.
+class ExportTooLarge(ExportFormatError):
+    """A file (a gzip once decompressed) over the size an ingest may read."""
+
+
+def scan_file(path: Path, max_line_bytes: int, sha256: str | None = None, max_bytes: int | None = None) -> FileScan:
+    """The file's sha256 (of its bytes as stored, unless given), its physical lines, and whether it is UTF-8.
 
     One streaming pass; two for gzip, whose lines are counted on the
-    decompressed bytes.
+    decompressed bytes, and which is refused as soon as it expands past
+    `max_bytes` (nothing is written: the bytes are only counted).
     """
     digest = hashlib.sha256()
     gzipped = path.name.lower().endswith(".gz")
     counter = LineCounter(max_line_bytes)
+    utf8 = codecs.getincrementaldecoder("utf-8")("strict")
+    valid = True
+
+    def count(chunk: bytes) -> None:
+        nonlocal valid
+        counter.feed(chunk)
+        if max_bytes is not None and counter.offset > max_bytes:
+            raise ExportTooLarge(
+                f"{shown(path)}: {'expands to' if gzipped else 'is'} over {max_bytes / 2**30:g} GB, more than an "
+                "ingest reads (max_export_gb in the ingest's run config); split the export or raise the limit"
+            )
+        if valid:
+            try:
+                utf8.decode(chunk)
+            except UnicodeDecodeError:
+                valid = False
+
     try:
         with open(path, "rb") as handle:
             for chunk in iter(lambda: handle.read(1 << 22), b""):
                 digest.update(chunk)
                 if not gzipped:
-                    counter.feed(chunk)
+                    count(chunk)
         if gzipped:
             with gzip.open(path, "rb") as handle:
                 for chunk in iter(lambda: handle.read(1 << 22), b""):
-                    counter.feed(chunk)
+                    count(chunk)
     except (gzip.BadGzipFile, EOFError, zlib.error):
         # A truncated or corrupt gzip: the load of this file says so (other files still load).
         return FileScan(digest.hexdigest(), None, False)
@@ -140,12 +169,18 @@ def scan_file(path: Path, max_line_bytes: int, sha256: str | None = None) -> Fil
             "then run the ingest again (nothing of this run was stored)"
         ) from error
     counter.finish()
+    try:
+        utf8.decode(b"", final=True)
+    except UnicodeDecodeError:
+        valid = False
     return FileScan(
         sha256 or digest.hexdigest(),
         counter.lines,
         counter.partial == 0,
         tuple(counter.long_lines),
         counter.blank_lines,
+        counter.offset,
+        valid,
     )
 
 
@@ -215,6 +250,8 @@ def read_header(path: Path) -> tuple[list[str], str]:
     try:
         with open_binary(path) as handle:
             head = handle.read(64 * 1024)
+            if b"\n" not in head and not detect_encoding(head).startswith("utf-16"):
+                head += handle.read(MAX_HEADER_BYTES + 1 - len(head))  # a wide header: read it whole
     except (OSError, EOFError) as error:  # gzip.BadGzipFile is an OSError
         raise ExportFormatError(
             f"{shown(path)}: cannot be read as an export ({error}); download it again or remove it"
@@ -230,6 +267,11 @@ def read_header(path: Path) -> tuple[list[str], str]:
     if kind:
         raise ExportFormatError(f"{shown(path)}: {kind}")
     first_line = text.splitlines()[0]
+    if len(first_line.encode("utf-8", errors="replace")) > MAX_HEADER_BYTES or first_line.count(",") >= MAX_COLUMNS:
+        raise ExportFormatError(
+            f"{shown(path)}: the header line is over {MAX_HEADER_BYTES // 2**20} MB or {MAX_COLUMNS:,} columns, "
+            "more than an export may have; is it a classification export?"
+        )
     return [name.strip().lower() for name in next(csv.reader([first_line]))], encoding
 
 
@@ -267,14 +309,6 @@ def staged_columns(header: list[str]) -> dict[str, str]:
     return {(name if name in PANOPTES_COLUMNS else f"extra_{i}"): "VARCHAR" for i, name in enumerate(header)}
 
 
-def _keep_latin1(error: UnicodeDecodeError):
-    """Decode error handler: a byte that is not UTF-8 is read as Latin-1, so `José` and `Josà` stay two names."""
-    return error.object[error.start : error.end].decode("latin-1"), error.end
-
-
-codecs.register_error("engagement_latin1_fallback", _keep_latin1)
-
-
 def transcode_to_utf8(path: Path, folder: Path, encoding: str) -> Path:
     """A UTF-8 copy of `path`, streamed in chunks.
 
@@ -284,43 +318,15 @@ def transcode_to_utf8(path: Path, folder: Path, encoding: str) -> Path:
     byte stay two volunteers.
     """
     handle, target = tempfile.mkstemp(prefix=TRANSCODED_PREFIX, suffix=".csv", dir=folder)
-    errors = "replace" if encoding.startswith("utf-16") else "engagement_latin1_fallback"
+    # An undecodable byte b becomes U+DC00+b (surrogateescape), then U+00b: one C pass each, not a
+    # Python call per byte (100 MB of junk took 55 s that way).
+    errors = "replace" if encoding.startswith("utf-16") else "surrogateescape"
     decoder = codecs.getincrementaldecoder(encoding)(errors=errors)
     with open_binary(path) as source, os.fdopen(handle, "w", encoding="utf-8", newline="") as out:
         for chunk in iter(lambda: source.read(1 << 22), b""):
-            out.write(decoder.decode(chunk))
-        out.write(decoder.decode(b"", final=True))
+            out.write(decoder.decode(chunk).translate(_LATIN1_FOR_ESCAPES))
+        out.write(decoder.decode(b"", final=True).translate(_LATIN1_FOR_ESCAPES))
     return Path(target)
 
 
-LONG_LINE_PLACEHOLDER = b"(a line too long to read stood here)"
-
-
-def replace_long_lines(path: Path, scan: FileScan, folder: Path) -> Path:
-    """A copy of `path` in which each line over the reader's limit is a one-field placeholder.
-
-    DuckDB's reader drops a line over its limit without a trace (or, over
-    its buffer, rejects a fragment of it); the placeholder is rejected as a
-    malformed line and numbered like every other, and the load reports it as
-    too long. Streamed in chunks; only files with such a line are copied.
-    """
-    handle, target = tempfile.mkstemp(prefix=TRANSCODED_PREFIX, suffix=".csv", dir=folder)
-    with open_binary(path) as source, os.fdopen(handle, "wb") as out:
-        position = 0
-        for _, start, length in scan.long_lines:
-            _copy(source, out, start - position)
-            out.write(LONG_LINE_PLACEHOLDER)
-            source.seek(start + length)  # gzip streams seek forward by reading
-            position = start + length
-        _copy(source, out, None)
-    return Path(target)
-
-
-def _copy(source, out, size: int | None) -> None:
-    while size is None or size > 0:
-        chunk = source.read(1 << 22 if size is None else min(1 << 22, size))
-        if not chunk:
-            return
-        out.write(chunk)
-        if size is not None:
-            size -= len(chunk)
+_LATIN1_FOR_ESCAPES = {0xDC80 + i: 0x80 + i for i in range(128)}

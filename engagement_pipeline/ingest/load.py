@@ -12,6 +12,7 @@ import hashlib
 import os
 import secrets
 import tempfile
+import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -21,13 +22,23 @@ from engagement_pipeline.ingest.files import (
     ExportFormatError,
     FileScan,
     check_header,
+    open_binary,
     read_header,
     read_lines,
-    replace_long_lines,
     scan_file,
     shown,
     staged_columns,
     transcode_to_utf8,
+)
+from engagement_pipeline.ingest.structure import (
+    CARRIAGE_RETURN,
+    QUOTING,
+    UNCLOSED,
+    FileStructure,
+    TooManyMalformedRecords,
+    read_records,
+    scan_structure,
+    write_clean_copy,
 )
 
 SQL_DIR = Path(__file__).parent / "sql"
@@ -41,6 +52,13 @@ MAX_FILE_REJECTED_SHARE = 0.9
 # duckdb_tmp past it (they hold no user_ip or user_name), so the whole ingest
 # process stays under 2 GB; the warehouse's own limit is put back after it.
 INGEST_MEMORY_LIMIT = "1GB"
+# The largest export read, once decompressed (the ingest's run config: max_export_gb). A copy of
+# a file (UTF-8, or without its malformed records) is never larger than this, nor than the file.
+MAX_EXPORT_GB = 16.0
+# Raw text kept of malformed records (a quote in the wrong place, a stray carriage return): up to
+# this much of each, and of all of one file together; the others keep none.
+MAX_RAW_TEXT_BYTES = 64 * 1024
+MAX_RAW_TEXT_TOTAL = 4 * 2**20
 
 
 @dataclass
@@ -116,8 +134,11 @@ def ensure_schema(con) -> None:
 # --------------------------------------------------------------------------- the steps of one file
 
 
-def _stage_and_parse(con, path: Path, shown_path: str, header: list[str], salt: str) -> tuple[int, int, int, int]:
-    """Steps 1 and 2: csv_rows (a view of the file), parsed_rows.
+def _stage_and_parse(
+    con, path: Path, shown_path: str, header: list[str], salt: str, every_column: bool = False
+) -> tuple[int, int, int, int]:
+    """Steps 1 and 2: csv_rows (a view of the file: the Panoptes columns, or `every_column` but user_ip),
+    parsed_rows.
 
     Returns (rows read, parser rejects, invalid UTF-8, rows read whose values cannot be used).
     """
@@ -126,6 +147,7 @@ def _stage_and_parse(con, path: Path, shown_path: str, header: list[str], salt: 
     run_sql(
         con,
         "stage_csv",
+        every_column=every_column,
         csv_path=str(path),
         csv_columns=staged_columns(header),
         max_line_bytes=MAX_LINE_BYTES,
@@ -149,26 +171,58 @@ def _stage_and_parse(con, path: Path, shown_path: str, header: list[str], salt: 
     return run_sql(con, "staged_counts").fetchone()
 
 
-def _number_lines(con, shown_path: str, scan: FileScan, rows_read: int, parser_rejects: int) -> None:
-    """Step 3: row_lines and reject_lines, the physical line each row starts on; every line accounted for."""
+def _number_lines(con, shown_path: str, structure: FileStructure, rows_read: int, parser_rejects: int) -> None:
+    """Step 3: row_lines and reject_lines, the physical line each row starts on; every line accounted for.
+
+    Numbered in the file DuckDB read, then moved past the malformed records left out of it."""
     records = rows_read + parser_rejects
-    one_line_per_record = scan.lines is not None and scan.lines == 1 + records
-    run_sql(con, "number_lines", records=records, one_line_per_record=one_line_per_record)
+    malformed = structure.malformed
+    lines = 1 + structure.lines - int(malformed["lines"].sum())  # of the file read
+    one_line_per_record = lines == 1 + records
+    run_sql(
+        con,
+        "number_lines",
+        records=records,
+        one_line_per_record=one_line_per_record,
+    )
     (accounted,) = run_sql(con, "line_accounting").fetchone()
     # Blank lines hold no row (DuckDB skips them); any other shortfall is a row the reader lost.
-    if scan.lines is not None and not 0 <= scan.lines - accounted <= scan.blank_lines:
+    if not 0 <= lines - accounted <= structure.blank_lines:
         raise ExportFormatError(
-            f"{shown_path}: {scan.lines - accounted} of its {scan.lines} lines could not be matched to a row "
-            f"(a row over {MAX_LINE_BYTES // 2**20} MB that spans several lines?); nothing loaded from it. "
-            "Shorten or remove that row and run the ingest again."
+            f"{shown_path}: {lines - accounted} of its {lines} lines could not be matched to a row; "
+            "nothing loaded from it. Re-export it, or repair the file, and run the ingest again."
+        )
+    if len(malformed["line"]):
+        run_sql(
+            con,
+            "map_removed_lines",
+            removed_lines=malformed["line"].tolist(),
+            removed_spans=malformed["lines"].tolist(),
         )
 
 
 def _raw_lines(con, path: Path) -> tuple[list[int], list[str]]:
     """The physical lines the parser rejected, read from the file itself (DuckDB's csv_line can be another row's)."""
     wanted = [line for (line,) in run_sql(con, "reject_line_numbers").fetchall()]
-    texts = read_lines(path, wanted, MAX_LINE_BYTES) if wanted else {}
+    texts = read_lines(path, wanted, MAX_RAW_TEXT_BYTES) if wanted else {}
     return list(texts), [text.decode("utf-8", errors="replace").rstrip("\r") for text in texts.values()]
+
+
+def _malformed_texts(path: Path, structure: FileStructure) -> list[str | None]:
+    """Raw text of the malformed records whose fields may be shown (quoting, carriage returns): a few, short."""
+    m = structure.malformed
+    shown_ok = ((m["code"] == QUOTING) | (m["code"] == CARRIAGE_RETURN) | (m["code"] == UNCLOSED)) & (
+        m["length"] <= MAX_RAW_TEXT_BYTES
+    )
+    import numpy as np
+
+    shown_ok &= np.cumsum(np.where(shown_ok, m["length"], 0)) <= MAX_RAW_TEXT_TOTAL
+    texts: list[str | None] = [None] * len(m["line"])
+    chosen = np.flatnonzero(shown_ok)
+    raw = read_records(path, m["offset"][chosen], m["length"][chosen], open_binary)
+    for index, text in zip(chosen.tolist(), raw, strict=True):
+        texts[index] = text.decode("utf-8", errors="replace").replace("\r\n", "\n").rstrip("\r")
+    return texts
 
 
 def ingest_file(
@@ -186,17 +240,33 @@ def ingest_file(
     copies: list[Path] = []  # files made in the scratch folder for this one: removed at the end
     try:
         # Staging, parsing and numbering work in temp tables; only the inserts need the transaction.
-        readable, scan = _readable(path, encoding, scan, scratch, copies)
+        result.transcoded = not scan.valid_utf8 and encoding == "utf-8"
+        readable = _readable(path, encoding, scan, scratch, copies)
+        try:
+            structure = scan_structure(readable, len(header), MAX_LINE_BYTES, open_binary)
+        except TooManyMalformedRecords as error:
+            raise ExportFormatError(f"{result.path}: {error}; nothing loaded from it") from None
+        except (OSError, EOFError, zlib.error) as error:  # a truncated or corrupt gzip; gone, unreadable
+            raise ExportFormatError(
+                f"{result.path}: cannot be read to its end, nothing loaded from it: {error}. "
+                "Download it again (a .gz must be complete) and run the ingest again."
+            ) from error
+        texts = _malformed_texts(readable, structure) if len(structure.malformed["line"]) else []
+        if structure.needs_copy:
+            readable = _clean_copy(readable, path, structure, len(header), scan, scratch, copies)
         rows_read, parser_rejects, invalid_encoding, value_rejects = _stage_and_parse(
             con, readable, result.path, header, salt
         )
-        if invalid_encoding:
-            result.transcoded = True
-            readable, scan = _readable(path, encoding, scan, scratch, copies, transcode=True)
-            rows_read, parser_rejects, _, value_rejects = _stage_and_parse(con, readable, result.path, header, salt)
-        _number_lines(con, result.path, scan, rows_read, parser_rejects)
+        if invalid_encoding:  # the scan found every byte UTF-8: DuckDB should agree
+            raise ExportFormatError(f"{result.path}: DuckDB found bytes that are not UTF-8; nothing loaded from it")
+        try:
+            _number_lines(con, result.path, structure, rows_read, parser_rejects)
+        except ExportFormatError:  # newlines quoted in a column not staged? Stage them all, count again
+            _stage_and_parse(con, readable, result.path, header, salt, every_column=True)
+            _number_lines(con, result.path, structure, rows_read, parser_rejects)
         con.execute("begin transaction")
-        _insert(con, result, readable, header, scan, rows_read, has_rejects=bool(parser_rejects or value_rejects))
+        has_rejects = bool(parser_rejects or value_rejects or texts)
+        _insert(con, result, readable, header, structure, texts, rows_read, has_rejects=has_rejects)
         _refuse_if_mostly_rejected(result, max_rejected_share)
         _record(con, result, path, scan)
         con.execute("commit")
@@ -210,14 +280,48 @@ def ingest_file(
     return result
 
 
+def _clean_copy(readable: Path, path: Path, structure, fields: int, scan: FileScan, scratch: Path, copies) -> Path:
+    """The file without its malformed records, CRLF made LF: in place when `readable` is already our copy."""
+    if readable in copies and readable.name.startswith(TRANSCODED_PREFIX):  # our UTF-8 copy, not a link
+        target = readable
+    else:
+        _require_room(path, scratch, scan.expanded_bytes)
+        handle, name = tempfile.mkstemp(prefix=TRANSCODED_PREFIX, suffix=".csv", dir=scratch)
+        os.close(handle)
+        target = Path(name)
+        copies.append(target)
+    write_clean_copy(readable, target, structure, fields, MAX_LINE_BYTES, open_binary)
+    return target
+
+
+def _require_room(path: Path, scratch: Path, size: int) -> None:
+    """Refuse to write a copy of `size` bytes that would leave the scratch folder's disk with under 100 MB."""
+    import shutil
+
+    free = shutil.disk_usage(scratch).free
+    if free - size < 100 * 2**20:
+        raise ExportFormatError(
+            f"{shown(path)}: reading it needs a copy of {size / 2**20:,.0f} MB in {scratch}, and its disk has "
+            f"{free / 2**20:,.0f} MB free; free space there (or point ENGAGEMENT_HOME at a larger disk) and run "
+            "the ingest again (nothing of this file was stored)"
+        )
+
+
 def _insert(
-    con, result: FileResult, readable: Path, header: list[str], scan: FileScan, rows_read: int, has_rejects: bool
+    con,
+    result: FileResult,
+    readable: Path,
+    header: list[str],
+    structure: FileStructure,
+    texts: list[str | None],
+    rows_read: int,
+    has_rejects: bool,
 ) -> None:
     """Step 4: the usable rows into classifications, the others into rejected_rows; counts into `result`."""
     (result.rows_inserted,) = run_sql(con, "insert_classifications", source_file=result.path).fetchone()
     run_sql(con, "delete_rejected_rows", source_file=result.path)  # a changed file's earlier rejects
     if has_rejects:
-        _insert_rejects(con, result, readable, header, scan)
+        _insert_rejects(con, result, readable, header, structure, texts)
     value_rejects, result.rows_rejected, result.top_reasons = run_sql(
         con, "file_counts", source_file=result.path
     ).fetchone()
@@ -225,8 +329,9 @@ def _insert(
     result.rows_read = rows_read + result.rows_rejected - value_rejects
 
 
-def _insert_rejects(con, result: FileResult, readable: Path, header: list[str], scan: FileScan) -> None:
+def _insert_rejects(con, result: FileResult, readable: Path, header, structure: FileStructure, texts) -> None:
     reject_line_numbers, reject_line_texts = _raw_lines(con, readable)
+    m = structure.malformed
     run_sql(
         con,
         "insert_rejected_rows",
@@ -236,8 +341,11 @@ def _insert_rejects(con, result: FileResult, readable: Path, header: list[str], 
         header_fields=len(header),
         reject_line_numbers=reject_line_numbers,
         reject_line_texts=reject_line_texts,
-        long_lines=[line for line, _, _ in scan.long_lines],
-        long_line_bytes=[size for _, _, size in scan.long_lines],
+        malformed_lines=m["line"].tolist(),
+        malformed_codes=m["code"].tolist(),
+        malformed_fields=m["fields"].tolist(),
+        malformed_bytes=m["length"].tolist(),
+        malformed_texts=texts,
         max_line_bytes=MAX_LINE_BYTES,
     )
 
@@ -266,23 +374,18 @@ def _record(con, result: FileResult, path: Path, scan: FileScan) -> None:
     )
 
 
-def _readable(
-    path: Path, encoding: str, scan: FileScan, scratch: Path, copies: list[Path], transcode: bool = False
-) -> tuple[Path, FileScan]:
-    """The file DuckDB reads for `path`, and its scan: the file itself unless it must be transcoded
-    (UTF-16, or bytes that are not UTF-8), has lines over the reader's limit, or a non-UTF-8 name."""
+def _readable(path: Path, encoding: str, scan: FileScan, scratch: Path, copies: list[Path]) -> Path:
+    """The UTF-8 file DuckDB reads for `path`: the file itself unless it must be transcoded
+    (UTF-16, or bytes that are not UTF-8), or has a non-UTF-8 name."""
     readable = path
-    if transcode or encoding != "utf-8":  # DuckDB reads UTF-8 only
+    if encoding != "utf-8" or not scan.valid_utf8:  # DuckDB reads UTF-8 only
+        _require_room(path, scratch, 2 * scan.expanded_bytes)  # Latin-1 bytes take two in UTF-8
         readable = transcode_to_utf8(path, scratch, encoding)
-        copies.append(readable)
-        scan = scan_file(readable, MAX_LINE_BYTES, sha256=scan.sha256)
-    if scan.long_lines:
-        readable = replace_long_lines(readable, scan, scratch)
         copies.append(readable)
     if readable == path and os.fsencode(str(path)) != str(path).encode("utf-8", errors="ignore"):
         readable = _utf8_named_link(path, scratch)  # DuckDB takes UTF-8 paths only
         copies.append(readable)
-    return readable, scan
+    return readable
 
 
 def _utf8_named_link(path: Path, scratch: Path) -> Path:
@@ -303,12 +406,18 @@ def _rollback_if_open(con) -> None:
 
 
 def ingest_exports(
-    con, files: list[Path], salt: str, scratch: Path, log=None, max_rejected_share: float = MAX_FILE_REJECTED_SHARE
+    con,
+    files: list[Path],
+    salt: str,
+    scratch: Path,
+    log=None,
+    max_rejected_share: float = MAX_FILE_REJECTED_SHARE,
+    max_export_gb: float = MAX_EXPORT_GB,
 ) -> IngestReport:
     """Ingest every new or changed file; check all headers before touching the warehouse."""
     ensure_schema(con)
     seen = {row[0] for row in run_sql(con, "known_files").fetchall()}
-    scans = {path: scan_file(path, MAX_LINE_BYTES) for path in files}
+    scans = {path: scan_file(path, MAX_LINE_BYTES, max_bytes=int(max_export_gb * 2**30)) for path in files}
     new_files: dict[Path, tuple[list[str], str]] = {}  # the first path of each new content -> (header, encoding)
     for path in files:
         if scans[path].sha256 not in seen:

@@ -9,8 +9,11 @@
 --   getvariable('max_line_bytes')  the longest row read (longer ones are
 --                                  dropped by DuckDB; the scan finds them)
 --   getvariable('buffer_bytes')    DuckDB's read buffer
--- user_ip is dropped by the reader's projection: it is never staged, so
--- never spilled to disk. A Panoptes column the file lacks comes from the
+-- user_ip (and every column not of Panoptes', extra_<i>) is dropped by the
+-- reader's projection: it is never staged, so never spilled to disk, and a
+-- header of thousands of columns binds in milliseconds. With
+-- getvariable('every_column') the other columns are staged too, for the
+-- line numbering to count the newlines quoted in them (a rare file's need). A Panoptes column the file lacks comes from the
 -- empty table every_known_column, as NULL.
 drop view if exists csv_rows;
 drop table if exists ingest_rejects;
@@ -35,7 +38,13 @@ create or replace temp table every_known_column (
 create temp view csv_rows as
 select * from every_known_column
 union all by name
-select columns(lambda c: c != 'user_ip')
+select
+    columns(
+        lambda c: (getvariable('every_column') and c != 'user_ip') or c in (
+            'classification_id', 'user_name', 'user_id', 'workflow_id', 'workflow_name', 'workflow_version',
+            'created_at', 'gold_standard', 'expert', 'metadata', 'annotations', 'subject_data', 'subject_ids'
+        )
+    )
 from read_csv(
     getvariable('csv_path'),
     header = true,
