@@ -109,7 +109,7 @@ def gzip_bomb(path: Path, expanded_bytes: int) -> Path:
 
 
 PEAK_CHILD = """
-import json, resource, sys
+import json, sys
 from pathlib import Path
 from engagement_pipeline import ingest
 from engagement_pipeline.resources import Warehouse
@@ -121,7 +121,10 @@ with Warehouse(home=str(home), threads=2).connect() as con:
         outcome = {"stored": report.total("rows_inserted"), "rejected": report.total("rows_rejected")}
     except Exception as error:
         outcome = {"refused": str(error).splitlines()[0][:300]}
-outcome["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+# VmHWM, not ru_maxrss: Linux carries ru_maxrss over an exec, so a child of a big pytest process would report
+# its parent's peak; VmHWM belongs to this process's own memory map.
+status = dict(line.split(":", 1) for line in Path("/proc/self/status").read_text().splitlines())
+outcome["peak_rss_mb"] = float(status["VmHWM"].split()[0]) / 1024
 print(json.dumps(outcome))
 """
 
