@@ -25,7 +25,7 @@ from engagement_pipeline.model.evaluation import (
     expected_calibration_error,
     stop_precision_at,
 )
-from engagement_pipeline.model.registry import champion_predictions, promote, promotion_rule
+from engagement_pipeline.model.registry import champion_predictions, promote
 from engagement_pipeline.model.training import (
     LABEL_LOOKAHEAD_HORIZONS,
     MICROS_PER_MINUTE,
@@ -378,13 +378,6 @@ def test_run_training_logs_registers_and_promotes_only_a_model_at_least_as_good(
     expected = result.test_predictions[:5]
     np.testing.assert_allclose(np.load(tmp_path / "out.npy"), expected, rtol=1e-5, atol=1e-6)
     np.testing.assert_allclose(np.load(tmp_path / "one.npy"), expected[:1], rtol=1e-5, atol=1e-6)
-
-
-def test_promotion_rule():
-    assert promotion_rule(0.6, None)  # first model
-    assert promotion_rule(0.7, 0.7)  # at least as good
-    assert not promotion_rule(0.69, 0.7)
-    assert promotion_rule(0.5, float("nan"))  # a champion that could not be scored
 
 
 def test_engagement_model_asset_materializes_with_metadata(synthetic_db):
