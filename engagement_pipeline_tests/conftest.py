@@ -156,8 +156,6 @@ SLOW_MODULES = frozenset(
         "test_concurrency",
         "test_scoring",
         "test_serving",
-        "test_training",
-        "test_monitoring",
         "test_report",
         "test_privacy",
     }

@@ -38,7 +38,7 @@ from engagement_pipeline_tests.conftest import QUICK_TRAINING, csv_text
 from engagement_pipeline_tests.project import project_resources
 from engagement_pipeline_tests.test_online_features import by_volunteer
 from engagement_pipeline_tests.test_servers import free_port, log_tail, server_group, stop_group, wait_until
-from engagement_pipeline_tests.training_fixtures import crown_latest_version
+from engagement_pipeline_tests.training_fixtures import crown_latest_version_by_hand
 
 pytestmark = pytest.mark.slow
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -53,7 +53,7 @@ def _pipeline(home: Path, exports: Path, assets: list, **run_config) -> None:
         result = dg.materialize(assets, resources=project_resources(), run_config=run_config or None)
         assert result.success
         if engagement_model in assets:
-            crown_latest_version(
+            crown_latest_version_by_hand(
                 project_resources()["tracking"]
             )  # a tiny export cannot pass the promotion gate: these tests are about what happens after it
 

@@ -240,6 +240,7 @@ def test_scaling_log_transforms_heavy_tails_only():
     assert scaling.mean[1] == pytest.approx(np.nanmean(X[:, 1]), abs=1e-5)
 
 
+@pytest.mark.slow
 def test_training_is_deterministic_and_keeps_the_best_validation_epoch(dataset):
     import torch
 
@@ -261,6 +262,7 @@ def test_training_is_deterministic_and_keeps_the_best_validation_epoch(dataset):
     assert max(r["val_roc_auc_0"] for r in first) > 0.55  # the synthetic data is learnable
 
 
+@pytest.mark.slow
 def test_linear_start_matches_scikit_learn_logistic_regression(dataset):
     import torch
     from sklearn.linear_model import LogisticRegression
@@ -296,6 +298,7 @@ def constant_model(n_features: int, n_horizons: int):
     return model.eval()
 
 
+@pytest.mark.slow
 def test_run_training_logs_registers_and_promotes_only_a_model_at_least_as_good(trained_run, tmp_path, monkeypatch):
     import mlflow
 
@@ -330,7 +333,8 @@ def test_run_training_logs_registers_and_promotes_only_a_model_at_least_as_good(
     assert json.loads(champion.tags["horizons"]) == dataset.horizons
     assert int(champion.tags["window"]) == config.window
 
-    # a worse model (constant 0.5) is registered but never becomes champion
+    # a model no better than chance (constant 0.5) is registered but never becomes champion (the comparison's
+    # branches, better and worse above chance, are test_promotion.py's)
     matrix = dataset.matrix
     split = time_split(matrix.created_at, dataset.labels, dataset.horizons, 0.7, 0.15)
     test_rows, y_test = split.test, split.labels[split.test]
@@ -380,6 +384,7 @@ def test_run_training_logs_registers_and_promotes_only_a_model_at_least_as_good(
     np.testing.assert_allclose(np.load(tmp_path / "one.npy"), expected[:1], rtol=1e-5, atol=1e-6)
 
 
+@pytest.mark.slow
 def test_engagement_model_asset_materializes_with_metadata(synthetic_db):
     # no mlflow_store fixture here: on this home MLflow creates its store from nothing, as on a user's first run
     result = dg.materialize(
@@ -442,6 +447,7 @@ def test_a_weighted_resample_equals_repeating_the_rows():
     assert weighted["pr_auc"][0] == pytest.approx(average_precision_score(y, p, sample_weight=counts))
 
 
+@pytest.mark.slow
 def test_the_gate_keeps_a_model_no_better_than_chance_out_and_find_champion_says_why(dataset, mlflow_store):
     from engagement_pipeline.model.registry import NoChampionError, find_champion
 
@@ -467,6 +473,7 @@ def test_the_gate_keeps_a_model_no_better_than_chance_out_and_find_champion_says
     assert f"v{version}" in str(error.value) and "not distinguishable from chance" in str(error.value)
 
 
+@pytest.mark.slow
 def test_run_metrics_carry_intervals_the_lift_and_words(trained_run, monkeypatch):
     home, _, _, result = trained_run
     monkeypatch.setenv("ENGAGEMENT_HOME", str(home))
@@ -488,6 +495,24 @@ def test_run_metrics_carry_intervals_the_lift_and_words(trained_run, monkeypatch
     assert experiment.tags["mlflow.experimentKind"] == "custom_model_development"
     assert result.stopping.startswith(("stopped early after epoch", "ran all"))
     assert "logistic_chosen" in run.data.params
+    assert set(json.loads(run.data.params["paths"])) == {str(w) for w in HORIZONS}
+
+
+@pytest.mark.slow
+def test_test_metrics_live_on_the_logged_model_with_the_datasets_as_inputs(trained_run, monkeypatch):
+    home, _, _, result = trained_run
+    monkeypatch.setenv("ENGAGEMENT_HOME", str(home))
+    client = project_resources()["tracking"].client()
+    run = client.get_run(result.run_id)
+    contexts = {i.tags[0].value if i.tags else None for i in run.inputs.dataset_inputs}
+    assert {"training", "testing"} <= contexts
+    version = client.get_model_version(REGISTERED_MODEL_NAME, result.version)
+    logged = client.get_logged_model(version.model_id)
+    on_model = {m.key: m for m in logged.metrics}
+    assert on_model["test_roc_auc_10m"].value == run.data.metrics["test_roc_auc_10m"]
+    assert "test_roc_auc_10m_ci_low" in on_model and "lift_roc_auc_30m_ci_high" in on_model
+    assert on_model["test_roc_auc_10m"].dataset_name.startswith("testing period")
+    assert "lstm_training_seconds" in run.data.tags and "lstm_training_seconds" not in run.data.metrics
 
 
 # --------------------------------------------------------------------------- real and odd exports, end to end

@@ -270,6 +270,8 @@ def champion_predictions(
         [champion.predict(gather_windows(matrix, rows[i : i + 4096], window)) for i in range(0, len(rows), 4096)]
     )
     p = p[:, [champion_horizons.index(h) for h in common]]
+    if not np.isfinite(p).all():
+        raise ChampionUnusable(f"champion v{number} predicts NaN for {int((~np.isfinite(p)).any(axis=1).sum()):,} rows")
     return number, p, [horizons.index(h) for h in common], f"champion v{number} evaluated"
 
 
