@@ -507,7 +507,7 @@ def test_test_metrics_live_on_the_logged_model_with_the_datasets_as_inputs(train
     contexts = {i.tags[0].value if i.tags else None for i in run.inputs.dataset_inputs}
     assert {"training", "testing"} <= contexts
     version = client.get_model_version(REGISTERED_MODEL_NAME, result.version)
-    logged = client.get_logged_model(version.model_id)
+    logged = client.get_logged_model(version.model_id or version.source.removeprefix("models:/"))
     on_model = {m.key: m for m in logged.metrics}
     assert on_model["test_roc_auc_10m"].value == run.data.metrics["test_roc_auc_10m"]
     assert "test_roc_auc_10m_ci_low" in on_model and "lift_roc_auc_30m_ci_high" in on_model
