@@ -243,3 +243,22 @@ def test_a_kill_between_decision_and_alias_leaves_the_old_champion_and_an_unreco
     client.set_registered_model_alias(REGISTERED_MODEL_NAME, CHAMPION_ALIAS, undecided)
     with pytest.raises(NoChampionError, match="promotion decision is not recorded"):
         find_champion(world[0])
+
+
+def test_the_report_names_the_version_that_scored_the_day_not_todays_champion(world, tmp_path):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from engagement_pipeline.monitoring.report import version_that_scored
+
+    tracking, client, _, split, _ = world
+    first = crown_first(world)
+    y = split.labels[split.test]
+    p_champion = champion_p(world)
+    second = register(world)
+    assert gate(world, second, np.where(np.isnan(y), p_champion, 0.5 * p_champion + 0.5 * np.nan_to_num(y))).promoted
+    day_file = tmp_path / "predictions.parquet"  # scored the night before the new champion: by the first
+    pq.write_table(pa.table({"model_name": [REGISTERED_MODEL_NAME] * 2, "model_version": [int(first)] * 2}), day_file)
+    version, note = version_that_scored(day_file, tracking)
+    assert version.version == int(first) and note == ""
+    assert alias_version(client) == second

@@ -532,7 +532,9 @@ def train_export() -> dg.ExecuteInProcessResult:
 
 
 @pytest.mark.slow
-def test_the_michigan_sample_yields_no_champion_worse_than_chance(exports_dir, mlflow_store):
+def test_the_michigan_sample_is_not_distinguishable_from_chance_and_crowns_nothing(exports_dir, mlflow_store):
+    """2,000 real classifications: too few test volunteers for the gate's interval to clear 0.5. The same data
+    and seed always give the same decision, so the test states it instead of accepting either."""
     import shutil
 
     from engagement_pipeline.model.registry import NoChampionError, find_champion
@@ -542,15 +544,13 @@ def test_the_michigan_sample_yields_no_champion_worse_than_chance(exports_dir, m
     result = train_export()
     metadata = result.asset_materializations_for_node("engagement_model")[0].metadata
     decision = metadata["champion_decision"].value
-    if metadata["promoted"].value:  # only a version whose interval lies above chance may score
-        low = float(metadata["new_mean_test_roc_auc_95ci"].value.strip("[]").split(",")[0])
-        assert low > 0.5, decision
-    else:
-        assert "not distinguishable from chance" in decision
-        with pytest.raises(NoChampionError, match="none passed the promotion gate"):
-            find_champion(project_resources()["tracking"])
+    assert metadata["promoted"].value is False, decision
+    assert "not distinguishable from chance" in decision and "volunteers" in decision
+    low = float(metadata["new_mean_test_roc_auc_95ci"].value.strip("[]").split(",")[0])
+    assert low <= 0.5
+    with pytest.raises(NoChampionError, match="none passed the promotion gate"):
+        find_champion(project_resources()["tracking"])
     assert metadata["champion_mean_test_roc_auc"].value == "none yet"
-    assert "volunteers" in decision
 
 
 @pytest.mark.slow
