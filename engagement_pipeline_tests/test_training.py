@@ -578,3 +578,33 @@ def test_the_whole_pipeline_trains_on_an_export_without_task_timing(exports_dir,
     run = project_resources()["tracking"].client().get_run(metadata["mlflow_run_id"].value)
     assert "log_task_seconds" in run.data.tags["baselines_dropped_features"]
     assert np.isfinite(run.data.metrics["gbdt_test_roc_auc_10m"])
+
+
+def test_a_horizon_whose_linear_path_wins_on_validation_outputs_exactly_that_path():
+    import torch
+
+    from engagement_pipeline.model.lstm import EngagementLSTM, fit_scaling
+    from engagement_pipeline.model.paths import SEQUENCE, LinearStart, choose_paths, linear_probabilities
+
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(400, 3)).astype(np.float32)
+    model = EngagementLSTM(3, 2, fit_scaling(X), hidden_size=4).eval()
+    with torch.no_grad():
+        for parameter in model.parameters():
+            parameter.copy_(torch.randn_like(parameter))  # a trained network: every path nonzero
+    start = LinearStart(torch.zeros(2, 7), torch.zeros(2), ["C=1", "C=0.1"], 0.0)
+    start.weight[:, 0] = torch.tensor([2.0, -1.0])  # the tuned linear path: the first feature
+    current = torch.from_numpy(X)
+    y = np.stack([X[:, 0] > 0, X[:, 1] > 0], 1).astype(np.float32)  # horizon 0: what the linear path knows
+    p_sequence = np.stack([rng.random(400), y[:, 1]], 1)  # horizon 0: noise; horizon 1: perfect
+    choice = choose_paths(model, start, p_sequence, current, y)
+    assert choice.paths == ["linear path (C=1)", SEQUENCE]
+    assert choice.val_roc_auc_linear[0] == pytest.approx(1.0) and choice.val_roc_auc_sequence[1] == 1.0
+    windows = torch.from_numpy(np.concatenate([np.full((400, 2, 3), np.nan, np.float32), X[:, None]], 1))
+    with torch.no_grad():
+        out = model(windows).numpy()
+        linear_only = linear_probabilities(model, current)
+    np.testing.assert_allclose(
+        out[:, 0], 1 / (1 + np.exp(-2.0 * ((X[:, 0] - model.mean[0].item()) / model.std[0].item()))), rtol=1e-5
+    )
+    assert not np.allclose(out[:, 1], linear_only[:, 1])  # horizon 1 keeps its history path
