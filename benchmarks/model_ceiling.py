@@ -98,10 +98,10 @@ def survival(past: np.ndarray, so_far: np.ndarray, ahead: np.ndarray) -> np.ndar
 
 def auc_with_samples(y: np.ndarray, p: np.ndarray, resamples) -> tuple[float, np.ndarray]:
     """Point ROC-AUC and its bootstrap samples (the same resamples for every candidate: paired)."""
-    from engagement_pipeline.model.evaluation import ones, weighted_roc_auc
+    from engagement_pipeline.model.evaluation import ones, resampled_roc_auc, weighted_roc_auc
 
-    samples = [weighted_roc_auc(y, p, W) for W in resamples.weights(np.arange(len(y)))]
-    return float(weighted_roc_auc(y, p, ones(len(y)))[0]), np.concatenate(samples)
+    samples = resampled_roc_auc(resamples, np.arange(len(y)), y, p)
+    return float(weighted_roc_auc(y, p, ones(len(y)))[0]), samples
 
 
 def logit(p: np.ndarray) -> np.ndarray:

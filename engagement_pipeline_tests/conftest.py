@@ -31,7 +31,7 @@ QUICK_TRAINING = {
     "forest_max_train_rows": 2_000,
     "hidden_size": 8,
     # the search and the intervals run for real, on a smaller budget: the tests judge the plumbing
-    "baseline_search_seconds": 1.0,
+    "baseline_max_candidates": 1,
     "bootstrap_resamples": 50,
 }
 
@@ -156,8 +156,6 @@ SLOW_MODULES = frozenset(
         "test_concurrency",
         "test_scoring",
         "test_serving",
-        "test_training",
-        "test_monitoring",
         "test_report",
         "test_privacy",
     }

@@ -211,9 +211,9 @@ def build_scored_home(
     logs.mkdir(parents=True, exist_ok=True)
     run_to_end(materialize_argv("*engagement_model", training=TINY_TRAINING), env, logs / "base-train.log")
     from engagement_pipeline.resources import Tracking
-    from engagement_pipeline_tests.training_fixtures import crown_latest_version
+    from engagement_pipeline_tests.training_fixtures import crown_latest_version_by_hand
 
-    crown_latest_version(
+    crown_latest_version_by_hand(
         Tracking(home=str(home))
     )  # a tiny export cannot pass the promotion gate: these tests are about what happens after it
     run_to_end(materialize_argv("user_predictions", partition=SCORE_DAY), env, logs / "base-score.log")

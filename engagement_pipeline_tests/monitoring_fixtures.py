@@ -23,7 +23,7 @@ from engagement_pipeline.transform.sql_models import sql_model_assets
 from engagement_pipeline_tests.conftest import QUICK_TRAINING
 from engagement_pipeline_tests.project import project_resources
 from engagement_pipeline_tests.shared_homes import new_mlflow_store
-from engagement_pipeline_tests.training_fixtures import crown_latest_version
+from engagement_pipeline_tests.training_fixtures import crown_latest_version_by_hand
 
 TRAIN_ROWS, TRAIN_SEED = 8_000, 3
 GROWN_ROWS, GROWN_SEED = 150_000, 11
@@ -57,7 +57,7 @@ def build_world(base: Path, mlflow_store_template: Path) -> Path:
         )
         assert trained.success
         # a tiny export cannot pass the promotion gate: these tests are about what happens after it
-        crown_latest_version(resources["tracking"])
+        crown_latest_version_by_hand(resources["tracking"])
         # the project grows: a new full export, the warehouse rebuilt from it
         (exports / "first.csv").unlink()
         for path in home.glob("warehouse.duckdb*"):

@@ -39,7 +39,7 @@ from engagement_pipeline.serving.history_snapshot import history_snapshot
 from engagement_pipeline.transform.sql_models import sql_model_assets
 from engagement_pipeline_tests.conftest import QUICK_TRAINING, csv_text
 from engagement_pipeline_tests.project import project_resources
-from engagement_pipeline_tests.training_fixtures import crown_latest_version
+from engagement_pipeline_tests.training_fixtures import crown_latest_version_by_hand
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 # ENGAGEMENT_TEST_SERVE_TREE=<another checkout> runs that checkout's server under these tests (e.g. the
@@ -56,7 +56,7 @@ def _pipeline(home: Path, exports: Path, assets: list, **run_config) -> None:
         result = dg.materialize(assets, resources=project_resources(), run_config=run_config or None)
         assert result.success
         if engagement_model in assets:
-            crown_latest_version(
+            crown_latest_version_by_hand(
                 project_resources()["tracking"]
             )  # a tiny export cannot pass the promotion gate: these tests are about what happens after it
 

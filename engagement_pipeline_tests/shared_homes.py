@@ -31,7 +31,7 @@ import pytest
 
 from engagement_pipeline_tests.conftest import QUICK_TRAINING, csv_text
 from engagement_pipeline_tests.project import project_resources
-from engagement_pipeline_tests.training_fixtures import crown_latest_version
+from engagement_pipeline_tests.training_fixtures import crown_latest_version_by_hand
 
 HEADER = [
     "classification_id", "user_name", "user_id", "user_ip", "workflow_id", "workflow_name",
@@ -104,7 +104,7 @@ def build_trained_home(home: Path, mlflow_store_template: Path) -> dict:
         )
         assert result.success
         # a tiny export cannot pass the promotion gate: these tests are about what happens after it
-        crown_latest_version(project_resources()["tracking"])
+        crown_latest_version_by_hand(project_resources()["tracking"])
     (reported,) = [
         {key: getattr(value, "value", value) for key, value in event.materialization.metadata.items()}
         for event in result.get_asset_materialization_events()

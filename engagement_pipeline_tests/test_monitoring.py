@@ -1,4 +1,6 @@
-"""Monitoring: PSI and its reference, the volunteer-level AUC interval, and the two asset checks for real.
+"""Monitoring: PSI and its reference, the volunteer-level AUC interval, and the two asset checks for real (slow).
+
+The pure tests of the statistics are fast; the ones on the world carry @pytest.mark.slow.
 
 The checks run in Dagster on a real small world (monitoring_fixtures.py): a
 champion trained on a generated export, then days after its training period
@@ -17,14 +19,13 @@ import numpy as np
 import pytest
 from sklearn.metrics import roc_auc_score
 
+from engagement_pipeline.model.evaluation import auc_with_interval, weighted_roc_auc
 from engagement_pipeline.model.registry import find_champion
 from engagement_pipeline.monitoring.checks import (
     RealizedQuality,
-    auc_with_interval,
     day_drift_for_champion,
     monitoring_checks,
     realized_words,
-    weighted_auc,
 )
 from engagement_pipeline.monitoring.drift import (
     NOT_JUDGED,
@@ -87,13 +88,14 @@ def test_weighted_auc_equals_sklearn_with_ties_and_weights():
     y = rng.random(300) < 0.4
     p = np.round(rng.random(300) * 0.5 + 0.3 * y, 1)  # rounded: many ties
     weights = rng.integers(0, 4, size=300).astype(np.float64)
-    ours = weighted_auc(y.astype(float), p, weights[None, :])[0]
+    ours = weighted_roc_auc(y.astype(float), p, weights[None, :])[0]
     assert ours == pytest.approx(roc_auc_score(y, p, sample_weight=weights))
     estimate, low, high = auc_with_interval(y.astype(float), p, np.arange(300) // 10)
     assert estimate == pytest.approx(roc_auc_score(y, p))
     assert low < estimate < high
 
 
+@pytest.mark.slow
 def test_a_version_without_a_reference_is_named_with_what_to_do(engagement_home, mlflow_store):
     tracking = project_resources()["tracking"]
     client = tracking.client()
@@ -132,6 +134,7 @@ def check(result: dg.ExecuteInProcessResult, name: str):
     return evaluation
 
 
+@pytest.mark.slow
 def test_training_stores_the_reference_with_the_champion(home):
     tracking = project_resources()["tracking"]
     champion = find_champion(tracking)
@@ -143,6 +146,7 @@ def test_training_stores_the_reference_with_the_champion(home):
     assert all(0 <= entry["icc"] <= 1 for entry in reference["inputs"].values())
 
 
+@pytest.mark.slow
 def test_feature_drift_stays_quiet_on_ordinary_days_after_training(home, capsys):
     tracking = project_resources()["tracking"]
     printed = []
@@ -167,6 +171,7 @@ def test_feature_drift_stays_quiet_on_ordinary_days_after_training(home, capsys)
     assert 0 < drift.metadata["max_psi"].value
 
 
+@pytest.mark.slow
 def test_feature_drift_fires_on_a_day_of_5x_longer_tasks_and_the_scoring_still_succeeds(home, capsys):
     tracking = project_resources()["tracking"]
     with project_resources()["warehouse"].connect() as con:
@@ -193,6 +198,7 @@ def test_feature_drift_fires_on_a_day_of_5x_longer_tasks_and_the_scoring_still_s
     assert after.offending[0].psi > after.offending[0].limit >= PSI_THRESHOLD
 
 
+@pytest.mark.slow
 def test_realized_quality_passes_then_warns_when_outcomes_turn_against_the_model(home, capsys):
     day = ORDINARY_DAYS[2]
     ordinary = check(score(day), "realized_quality")
@@ -218,6 +224,7 @@ def test_realized_quality_passes_then_warns_when_outcomes_turn_against_the_model
     assert turned.metadata["realized_roc_auc_10m"].value == pytest.approx(1 - auc, abs=1e-6)
 
 
+@pytest.mark.slow
 def test_feature_drift_without_a_reference_warns_saying_what_to_do(home):
     """A champion trained before references were stored: a version of the same model, from a run without one."""
     tracking = project_resources()["tracking"]

@@ -114,18 +114,26 @@ def make_warehouse(path: Path, n_rows: int = 3_000, seed: int = 0) -> Path:
     return path
 
 
-def crown_latest_version(tracking) -> str:
-    """Give the `champion` alias to the latest registered version, bypassing the promotion gate.
+def crown_latest_version_by_hand(tracking) -> str:
+    """Give the `champion` alias to the latest registered version by hand, bypassing the promotion gate.
+
+    The version's recorded decision says so ("crowned by hand"), and `promoted` = true, which
+    `find_champion` requires of any champion.
 
     For tests of scoring and serving whose few-thousand-row exports hold too few
     volunteers in the test period for the gate's bootstrap interval to clear 0.5
     (6,000 generated rows: 24 test volunteers, interval ~[0.43, 0.85]). A test of
     the gate itself must never call this.
     """
+    from engagement_pipeline.model.registry import DECISION_TAG, PROMOTED_TAG
     from engagement_pipeline.resources import CHAMPION_ALIAS
 
     client = tracking.client()
     name = tracking.registered_model_name
     latest = max(client.search_model_versions(f"name = '{name}'"), key=lambda v: int(v.version))
+    client.set_model_version_tag(
+        name, latest.version, DECISION_TAG, "crowned by hand in a test fixture, not by the gate"
+    )
+    client.set_model_version_tag(name, latest.version, PROMOTED_TAG, "true")
     client.set_registered_model_alias(name, CHAMPION_ALIAS, latest.version)
     return str(latest.version)

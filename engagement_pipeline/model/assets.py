@@ -142,7 +142,7 @@ def run_training(data: Dataset, config: TrainingConfig, tracking: Tracking, log=
     description = run_description(data, split, config)
     with mlflow.start_run(run_name=run_name, description=description, tags=process_tags()) as run:
         registry.mark_experiment(client, run.info.experiment_id)
-        log_inputs(data, split, config, degenerate)
+        test_set = log_inputs(data, split, config, degenerate)
         log_drift_reference(drift_reference_for(matrix, split.train, split.val_start_us))  # for feature_drift
         scaling = fit_scaling(matrix.X[scaling_rows(split.train, config.seed)])
         on_epoch = epoch_logger(horizons, config, say)
@@ -156,24 +156,29 @@ def run_training(data: Dataset, config: TrainingConfig, tracking: Tracking, log=
         baseline_seconds = time.perf_counter() - baselines_started
         predictions = {"lstm": p_lstm, **fitted.predictions}
         scored = evaluate_run(data, split, predictions, config)
-        log_evaluation(scored, fitted, stopping, lstm_seconds, baseline_seconds)
+        paths = path_words(model.path_choice, horizons)
         example = gather_windows(matrix, split.test[: min(8, len(split.test))], config.window)
+        logged = registry.log_lstm(model, example, len(horizons))
+        log_evaluation(scored, fitted, stopping, lstm_seconds, baseline_seconds, logged.model_id, test_set)
+        log_paths(model.path_choice, paths, horizons, logged.model_id)
         tags = registry.compatibility_tags(horizons, config.window, matrix.feature_names, run.info.run_id)
-        version = registry.register(
-            registry.log_lstm(model, example, len(horizons)).model_uri, tracking.registered_model_name, tags
-        )
+        tags["paths"] = json.dumps(paths)
+        version = registry.register(logged.model_uri, tracking.registered_model_name, tags)
         promotion = registry.promote(
             client, tracking.registered_model_name, version, matrix, split.test, split.labels[split.test], p_lstm,
             horizons, config.bootstrap_resamples, config.seed,
         )  # fmt: skip
-        say(f"registered version {version}: {promotion.reason}")
+        say(f"per horizon, chosen on validation ROC-AUC: {', '.join(f'{w}m {p}' for w, p in paths.items())}")
+        (log.warning if promotion.failed_closed and log is not None else say)(
+            f"registered version {version}: {promotion.reason}"
+        )
         log_promotion(promotion)
         comparison = evaluation.comparison_markdown(scored.metrics, horizons)
         label = PlotLabel(
             f"{tracking.registered_model_name} v{version} and baselines", "test period", day(matrix.created_at.max())
         )
         plots = {kind: curves_png(kind, predictions, split.labels[split.test], horizons, label) for kind in KINDS}
-        card = model_card(data, split, config, scored, promotion, stopping, fitted)
+        card = model_card(data, split, config, scored, promotion, stopping, fitted, paths)
         log_artifacts(plots, scored, data, config, scaling, card)
         client.update_model_version(tracking.registered_model_name, version, description=card)
     return TrainingResult(
@@ -194,7 +199,7 @@ def fit_all_baselines(data: Dataset, split: Split, scaling, config: TrainingConf
     matrix = data.matrix
     fitted = fit_baselines(
         matrix.X, split.labels, split, scaling, matrix.feature_names, config.seed,
-        config.forest_max_train_rows, config.baseline_search_seconds,
+        config.forest_max_train_rows, config.baseline_max_candidates, config.baseline_max_train_rows,
     )  # fmt: skip
     if fitted.dropped_features:
         say(f"baselines: dropped features with no observed value in train: {', '.join(fitted.dropped_features)}")
@@ -212,27 +217,62 @@ def evaluate_run(data: Dataset, split: Split, predictions: dict, config: Trainin
     )  # fmt: skip
 
 
-def log_inputs(data: Dataset, split: Split, config: TrainingConfig, degenerate: dict[int, str]) -> None:
+def log_inputs(data: Dataset, split: Split, config: TrainingConfig, degenerate: dict[int, str]):
+    """The run's parameters, and its training and test sets as MLflow datasets (schema, profile, digest: the rows'
+    current features and labels, not a copy of them). Returns the test set, which the test metrics name."""
     import mlflow
 
     mlflow.log_params({**config.model_dump(), "horizons": data.horizons, "n_features": len(data.matrix.feature_names)})
+    n_baseline = min(len(split.train), config.baseline_max_train_rows)
     mlflow.log_params({"n_train": len(split.train), "n_val": len(split.val), "n_test": len(split.test)})
     mlflow.log_params(budget_params(len(split.train), len(split.val), config))
+    mlflow.log_params({"n_baseline_train": n_baseline})
     if degenerate:
         mlflow.set_tag("one_outcome_horizons", "; ".join(f"{w}m: {text}" for w, text in degenerate.items()))
+    last = day(data.matrix.created_at.max())
+    sets = {}
+    for context, rows in (("training", split.train), ("testing", split.test)):
+        sets[context] = mlflow.data.from_numpy(
+            {name: data.matrix.X[rows, j] for j, name in enumerate(data.matrix.feature_names)},
+            source=f"warehouse features + labels up to {last}",
+            targets={f"continues_{w}m": split.labels[rows, h] for h, w in enumerate(data.horizons)},
+            name=f"{context} period ({len(rows):,} rows, current classification)",
+        )
+        mlflow.log_input(sets[context], context=context)
+    return sets["testing"]
 
 
-def log_evaluation(scored, fitted, stopping: str, lstm_seconds: float, baseline_seconds: float) -> None:
+def log_evaluation(scored, fitted, stopping: str, lstm_seconds: float, baseline_seconds: float, model_id, test_set):
+    """Test metrics with their intervals on the run and on the logged model (`model_id`), naming the test set.
+
+    Every logged metric is a function of the data, config and seed; the seconds are tags (they vary with load).
+    """
     import mlflow
 
-    mlflow.log_metrics({k: v for k, v in scored.metrics.items() if np.isfinite(v)})
-    mlflow.log_metrics({"lstm_training_seconds": lstm_seconds, "baselines_seconds": baseline_seconds})
+    mlflow.log_metrics({k: v for k, v in scored.metrics.items() if np.isfinite(v)}, model_id=model_id, dataset=test_set)
+    mlflow.set_tags({"lstm_training_seconds": f"{lstm_seconds:.1f}", "baselines_seconds": f"{baseline_seconds:.1f}"})
     mlflow.set_tag("early_stopping", stopping)
     mlflow.set_tag("baselines_dropped_features", ", ".join(fitted.dropped_features) or "none")
     for name, per_horizon in fitted.chosen.items():
         mlflow.log_param(f"{name}_chosen", json.dumps({str(h): label for h, label in per_horizon.items()}))
     for minutes, words in evaluation.lift_sentences(scored).items():
         mlflow.set_tag(f"lift_{minutes}m", f"LSTM {words}")
+
+
+def path_words(choice, horizons: list[int]) -> dict[int, str]:
+    return {w: choice.paths[h] for h, w in enumerate(horizons)}
+
+
+def log_paths(choice, paths: dict[int, str], horizons: list[int], model_id) -> None:
+    """Which path each horizon's output comes from, and the validation ROC-AUC both paths had."""
+    import mlflow
+
+    mlflow.log_param("paths", json.dumps({str(w): p for w, p in paths.items()}))
+    values = {}
+    for h, w in enumerate(horizons):
+        values[f"val_roc_auc_sequence_model_{w}m"] = choice.val_roc_auc_sequence[h]
+        values[f"val_roc_auc_linear_path_{w}m"] = choice.val_roc_auc_linear[h]
+    mlflow.log_metrics({k: v for k, v in values.items() if np.isfinite(v)}, model_id=model_id)
 
 
 def log_promotion(promotion: registry.Promotion) -> None:
@@ -264,7 +304,7 @@ def log_artifacts(plots: dict[str, bytes], scored, data: Dataset, config: Traini
         mlflow.log_artifacts(folder)
 
 
-def model_card(data, split, config, scored, promotion, stopping: str, fitted) -> str:
+def model_card(data, split, config, scored, promotion, stopping: str, fitted, paths: dict[int, str]) -> str:
     lift = "\n".join(f"- {w} min: LSTM {words}" for w, words in evaluation.lift_sentences(scored).items())
     chosen = "; ".join(
         f"{name} " + ", ".join(f"{data.horizons[h]}m {label}" for h, label in per.items())
@@ -282,7 +322,8 @@ from their last {config.window} classifications (left-padded with all-NaN rows).
   {day(split.val_start_us)}, test from {day(split.test_start_us)}; labels that could see into the next period were purged.
 - Model: {config.num_layers}-layer LSTM, hidden {config.hidden_size}, dropout {config.dropout}, history fed as
   differences from the current classification, linear skip from the current one; scaling fitted on train only.
-  Training {stopping}.
+  Training {stopping}. Output per horizon, chosen on validation ROC-AUC between the sequence model and its own
+  linear path alone (tuned on the logistic baseline's grid of C): {", ".join(f"{w}m {p}" for w, p in paths.items())}.
 - Baselines' parameters, chosen on validation: {chosen or "none (one outcome)"}.
   Features dropped for the baselines (no observed value in train): {", ".join(fitted.dropped_features) or "none"}.
 - Promotion: {promotion.reason}.
@@ -348,6 +389,7 @@ def asset_metadata(result: TrainingResult) -> dict:
         "registered_version": result.version,
         "champion_decision": promotion.reason,
         "promoted": promotion.promoted,
+        "gate_failed_closed": promotion.failed_closed,
         "new_mean_test_roc_auc": rounded(promotion.new_score),
         "new_mean_test_roc_auc_95ci": f"[{promotion.new_ci_low:.4f}, {promotion.new_ci_high:.4f}]",
         "champion_mean_test_roc_auc": rounded(promotion.champion_score),

@@ -11,8 +11,14 @@ rows the LSTM is scored on:
     random_forest   on the LSTM's preprocessing; depth from a small grid
 
 Each grid is searched on the validation period by ROC-AUC (the metric the
-models are compared on) within `search_seconds` per baseline and horizon: the
-grid starts from the former fixed setting and the search stops when the budget is spent.
+models are compared on), every candidate of the grid (at most `max_candidates`
+per baseline and horizon, in the grid's order: the former fixed setting
+first). The budget is counted in candidates, never in seconds, so the same
+data and seed choose the same parameters on a quiet or a busy machine; every
+random source takes the run's seed (the row sample, the trees' random_state).
+All baselines are fitted on one sample of at most `max_train_rows` train rows
+(drawn with the seed; every row when there are fewer), the forest on a
+sub-sample of that of at most `forest_max_train_rows`.
 A feature with no observed value in the train rows is dropped for every
 baseline (HistGradientBoosting cannot bin an all-NaN column); the caller says which.
 
@@ -21,7 +27,6 @@ sklearn is imported inside the functions.
 
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -48,15 +53,16 @@ def observed_columns(X_train: np.ndarray) -> np.ndarray:
     return ~np.isnan(X_train).all(axis=0)
 
 
-def search(candidates, fit_and_score, budget_s: float):
-    """Fit candidates in order until the budget is spent; return (best label, best test predictions)."""
-    started, best = time.perf_counter(), None
-    for label, make in candidates:
+def search(candidates, fit_and_score, max_candidates: int):
+    """Fit the first `max_candidates` candidates in order; return (best label, its test predictions).
+
+    The best is the highest validation ROC-AUC; a tie (or no finite score) keeps the earlier candidate.
+    """
+    best = None
+    for label, make in list(candidates)[: max(1, max_candidates)]:
         score, p_test = fit_and_score(make)
         if best is None or (np.isfinite(score) and not score <= best[0]):
             best = (score if np.isfinite(score) else -np.inf, label, p_test)
-        if time.perf_counter() - started > budget_s:
-            break
     return best[1], best[2]
 
 
@@ -68,24 +74,29 @@ def fit_baselines(
     feature_names: list[str],
     seed: int = 0,
     forest_max_train_rows: int = 100_000,
-    search_seconds: float = 15.0,
+    max_candidates: int = 3,
+    max_train_rows: int = 1_000_000,
 ) -> BaselineFit:
-    """Fit each baseline per horizon (train rows), choose its parameters on validation, predict the test rows."""
+    """Fit each baseline per horizon (a seeded sample of train rows), choose its parameters on validation,
+    predict the test rows."""
     from engagement_pipeline.model.lstm import Scaling, preprocess_tabular
 
     keep = observed_columns(X[split.train])
     dropped = [name for name, kept in zip(feature_names, keep) if not kept]
     X = X[:, keep]
     scaling = Scaling(scaling.log_transform[keep], scaling.mean[keep], scaling.std[keep])
-    parts = ("train", "val", "test")
-    scaled = {part: preprocess_tabular(X[getattr(split, part)], scaling) for part in parts}
-    features = {part: X[getattr(split, part)] for part in parts}
     rng = np.random.default_rng(seed)
+    train_rows = split.train
+    if len(train_rows) > max_train_rows:
+        train_rows = np.sort(rng.choice(train_rows, max_train_rows, replace=False))
+    periods = {"train": train_rows, "val": split.val, "test": split.test}
+    scaled = {part: preprocess_tabular(X[rows], scaling) for part, rows in periods.items()}
+    features = {part: X[rows] for part, rows in periods.items()}
     n_test, n_horizons = len(split.test), labels.shape[1]
     out = BaselineFit({name: np.full((n_test, n_horizons), np.nan, dtype=np.float32) for name in BASELINES})
     out.dropped_features = dropped
     for h in range(n_horizons):
-        y_train, y_val = labels[split.train, h], labels[split.val, h]
+        y_train, y_val = labels[train_rows, h], labels[split.val, h]
         known, val_known = ~np.isnan(y_train), ~np.isnan(y_val)
         y = y_train[known].astype(int)
         out.predictions["base_rate"][:, h] = y.mean() if len(y) else 0.5
@@ -99,7 +110,7 @@ def fit_baselines(
         if len(forest_rows) > forest_max_train_rows:
             forest_rows = np.sort(rng.choice(forest_rows, forest_max_train_rows, replace=False))
         for name, fit in (("logistic", fit_logistic), ("gbdt", fit_gbdt), ("random_forest", fit_forest)):
-            label, p_test = fit(data, seed, search_seconds, forest_rows=forest_rows, y_all=y_train)
+            label, p_test = fit(data, seed, max_candidates, forest_rows=forest_rows, y_all=y_train)
             out.predictions[name][:, h] = p_test
             out.chosen.setdefault(name, {})[h] = label
     return out
@@ -129,17 +140,17 @@ def validation_score(data: Horizon, model, inputs: str) -> tuple[float, np.ndarr
     return score, model.predict_proba(source["test"])[:, 1]
 
 
-def fit_logistic(data: Horizon, seed: int, budget_s: float, **_) -> tuple[str, np.ndarray]:
+def fit_logistic(data: Horizon, seed: int, max_candidates: int, **_) -> tuple[str, np.ndarray]:
     from sklearn.linear_model import LogisticRegression
 
     def fit_and_score(C):
-        model = LogisticRegression(C=C, max_iter=2000).fit(data.scaled["train"][data.known], data.y)
-        return validation_score(data, model, "scaled")
+        model = LogisticRegression(C=C, max_iter=2000, random_state=seed)
+        return validation_score(data, model.fit(data.scaled["train"][data.known], data.y), "scaled")
 
-    return search([(f"C={C:g}", C) for C in LOGISTIC_C], fit_and_score, budget_s)
+    return search([(f"C={C:g}", C) for C in LOGISTIC_C], fit_and_score, max_candidates)
 
 
-def fit_gbdt(data: Horizon, seed: int, budget_s: float, **_) -> tuple[str, np.ndarray]:
+def fit_gbdt(data: Horizon, seed: int, max_candidates: int, **_) -> tuple[str, np.ndarray]:
     """Raw features (NaN handled natively), early stopping on the validation period when it has both outcomes."""
     from sklearn.ensemble import HistGradientBoostingClassifier
 
@@ -161,19 +172,24 @@ def fit_gbdt(data: Horizon, seed: int, budget_s: float, **_) -> tuple[str, np.nd
         return validation_score(data, model, "raw")
 
     grid = [(f"learning_rate={lr:g}, max_leaf_nodes={leaves}", (lr, leaves)) for lr, leaves in GBDT_GRID]
-    return search(grid, fit_and_score, budget_s)
+    return search(grid, fit_and_score, max_candidates)
 
 
 def fit_forest(
-    data: Horizon, seed: int, budget_s: float, forest_rows: np.ndarray, y_all: np.ndarray, **_
+    data: Horizon, seed: int, max_candidates: int, forest_rows: np.ndarray, y_all: np.ndarray, **_
 ) -> tuple[str, np.ndarray]:
-    """100 trees on at most `forest_max_train_rows` train rows (the same sample for every depth)."""
+    """100 trees on at most `forest_max_train_rows` train rows (the same sample for every depth).
+
+    Fitted on 2 threads (each tree has its own seed from `seed`: the same trees whatever the timing), but it
+    predicts on one: scikit-learn adds the trees' outputs in the order threads finish, which changes the
+    probabilities' last bits with the machine's load.
+    """
     from sklearn.ensemble import RandomForestClassifier
 
     def fit_and_score(depth):
         model = RandomForestClassifier(
             n_estimators=100, max_depth=depth, min_samples_leaf=5, n_jobs=2, random_state=seed
         ).fit(data.scaled["train"][forest_rows], y_all[forest_rows].astype(int))
-        return validation_score(data, model, "scaled")
+        return validation_score(data, model.set_params(n_jobs=1), "scaled")
 
-    return search([(f"max_depth={d}", d) for d in FOREST_DEPTH], fit_and_score, budget_s)
+    return search([(f"max_depth={d}", d) for d in FOREST_DEPTH], fit_and_score, max_candidates)

@@ -8,75 +8,44 @@ are not independent of each other. All resamples of a run share one count
 matrix, so intervals of differences (the lift of the LSTM over a baseline,
 the gate's mean ROC-AUC) are paired.
 
-    Resamples           multinomial volunteer counts [B, U]; weights for any subset of rows, in chunks
+    bootstrap.py        the resamples (multinomial volunteer counts [B, U]), every metric per resample from
+                        per-volunteer score histograms, the percentile interval
     weighted_*          ROC-AUC (rank-based, ties count half), average precision, Brier, log loss, ECE,
-                        stop precision: each for a [B, n] weight matrix at once, no loop over rows
+                        stop precision for a [B, n] weight matrix, no loop over rows: the exact point
+                        estimates, and the row-level reference the binned resamples are tested against
+    auc_with_interval   one ROC-AUC with its volunteer interval (the realized-quality check's statistic)
     evaluate            every model x horizon x metric under CONTRACT names, with _ci_low / _ci_high,
                         and lift_roc_auc_{W}m of the LSTM over the best baseline
     markdown_table      the one markdown table helper of the package (scoring uses it too)
     lift_sentences      "better than logistic by 0.012 [0.004, 0.020]" per horizon
     model_card          the registered version's description
 
-Only numpy at import time (torch for its cumulative sums, pandas inside `metrics_frame`).
+Only numpy at import time (scipy.sparse inside the bootstrap, pandas inside `metrics_frame`).
 """
 
 from __future__ import annotations
 
 import warnings
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
 
+from engagement_pipeline.model.bootstrap import (
+    DEFAULT_RESAMPLES,
+    Resamples,
+    interval,
+    resampled_metrics,
+    resampled_roc_auc,
+)
+
 BASELINES = ("base_rate", "logistic", "gbdt", "random_forest")
 MODEL_PREFIX = {"lstm": "", **{name: f"{name}_" for name in BASELINES}}
-CONFIDENCE = 0.95
-DEFAULT_RESAMPLES = 200
-CHUNK = 50  # resamples per vectorized step: a [50, n] float32 weight matrix at a time
-
-
-# --------------------------------------------------------------------------- resampling volunteers
-
-
-@dataclass(frozen=True)
-class Resamples:
-    """B volunteer-level bootstrap resamples of n test rows: `counts[b, u]` = draws of volunteer u in resample b."""
-
-    counts: np.ndarray  # float32 [B, U]
-    volunteer: np.ndarray  # int64 [n]: each row's volunteer, 0..U-1
-
-    @classmethod
-    def draw(cls, groups: np.ndarray, n_resamples: int = DEFAULT_RESAMPLES, seed: int = 0) -> Resamples:
-        _, volunteer = np.unique(groups, return_inverse=True)
-        n_volunteers = int(volunteer.max()) + 1 if len(volunteer) else 0
-        rng = np.random.default_rng(seed)
-        counts = rng.multinomial(n_volunteers, np.full(n_volunteers, 1.0 / max(n_volunteers, 1)), size=n_resamples)
-        return cls(counts.astype(np.float32), volunteer.astype(np.int64))
-
-    @property
-    def n_volunteers(self) -> int:
-        return self.counts.shape[1]
-
-    def weights(self, rows: np.ndarray) -> Iterator[np.ndarray]:
-        """[chunk, len(rows)] weight matrices, every resample once, in order."""
-        volunteer = self.volunteer[rows]
-        for start in range(0, len(self.counts), CHUNK):
-            yield self.counts[start : start + CHUNK][:, volunteer]
 
 
 def ones(n: int) -> np.ndarray:
     """The point estimate's weights: every row once (float64, so point values match scikit-learn's exactly)."""
     return np.ones((1, n), dtype=np.float64)
-
-
-def interval(samples: np.ndarray) -> tuple[float, float]:
-    """The percentile interval at CONFIDENCE of bootstrap samples (NaN samples, e.g. one class drawn, skipped)."""
-    finite = samples[np.isfinite(samples)]
-    if len(finite) < 2:
-        return float("nan"), float("nan")
-    tail = (1 - CONFIDENCE) / 2 * 100
-    low, high = np.percentile(finite, [tail, 100 - tail])
-    return float(low), float(high)
 
 
 # --------------------------------------------------------------------------- weighted metrics, [B, n] weights
@@ -89,10 +58,8 @@ def group_ends(sorted_values: np.ndarray) -> np.ndarray:
 
 
 def prefix_sums(values: np.ndarray) -> np.ndarray:
-    """Row-wise cumulative sums; torch's kernel, ~2.5x numpy's on [50, 100k] float32 (bench_training.py --bootstrap)."""
-    import torch
-
-    return torch.cumsum(torch.from_numpy(np.ascontiguousarray(values)), dim=1).numpy()
+    """Row-wise cumulative sums (numpy, in row order: the same result on any machine and load)."""
+    return np.cumsum(values, axis=1)
 
 
 def at_groups(values: np.ndarray, ends: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -151,12 +118,10 @@ def sorted_metrics(y: np.ndarray, p: np.ndarray, W: np.ndarray, ends: np.ndarray
 def lowest_prefix_stop_share(y: np.ndarray, W: np.ndarray, fraction: float, total: np.ndarray) -> np.ndarray:
     """Share of stops (y = 0) among the lowest-scored rows that make up `fraction` of each row of W's weight."""
     k = np.maximum(1.0, np.round(fraction * total))
-    reach = int(min(W.shape[1], np.ceil(fraction * W.shape[1] * 4) + 64))  # a prefix long enough for any resample
-    head = W[:, :reach]
-    cumulative = prefix_sums(head)
-    chosen = np.where(cumulative - head < k[:, None], head, 0.0)
+    cumulative = prefix_sums(W)
+    chosen = np.where(cumulative - W < k[:, None], W, 0.0)
     with np.errstate(invalid="ignore", divide="ignore"):
-        return (chosen * (1 - y[:reach])).sum(1) / chosen.sum(1)
+        return (chosen * (1 - y)).sum(1) / chosen.sum(1)
 
 
 def all_metrics(y: np.ndarray, p: np.ndarray, W: np.ndarray) -> dict[str, np.ndarray]:
@@ -215,10 +180,26 @@ def mean_auc_with_interval(y: np.ndarray, p: np.ndarray, resamples: Resamples) -
         known = np.flatnonzero(~np.isnan(y[:, h]))
         yk, pk = y[known, h], p[known, h]
         point.append(weighted_roc_auc(yk, pk, ones(len(known)))[0])
-        samples.append(np.concatenate([weighted_roc_auc(yk, pk, W) for W in resamples.weights(known)]))
+        samples.append(resampled_roc_auc(resamples, known, yk, pk))
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)  # a resample (or a horizon) with one outcome: NaN, skipped
         return float(np.nanmean(point)), interval(np.nanmean(np.stack(samples), axis=0))
+
+
+def auc_with_interval(
+    y: np.ndarray, p: np.ndarray, volunteer: np.ndarray, n_resamples: int = DEFAULT_RESAMPLES, seed: int = 0
+) -> tuple[float, float, float]:
+    """(ROC-AUC, low, high) over the rows with a known label, the interval from resampling volunteers.
+
+    NaN for all three when one outcome is missing.
+    """
+    known = ~np.isnan(y)
+    y, p, volunteer = y[known], p[known], volunteer[known]
+    if len(np.unique(y)) < 2:
+        return float("nan"), float("nan"), float("nan")
+    resamples = Resamples.draw(volunteer, n_resamples, seed)
+    estimate = float(weighted_roc_auc(y, p, ones(len(y)))[0])
+    return (estimate, *interval(resampled_roc_auc(resamples, np.arange(len(y)), y, p)))
 
 
 # --------------------------------------------------------------------------- every model, every horizon
@@ -284,23 +265,15 @@ def evaluate_models(
 def horizon_metrics(
     y: np.ndarray, p: np.ndarray, rows: np.ndarray, subsets: dict[str, np.ndarray], resamples: Resamples
 ) -> dict[str, tuple[float, np.ndarray]]:
-    """(point, bootstrap samples) of every metric of one model at one horizon; `rows` index the resamples.
-
-    Sorted once by p; the resamples' weights are then gathered straight into
-    that order from the small [B, volunteers] count matrix.
-    """
-    order = np.argsort(p, kind="stable")
-    ys, ps, rows = y[order].astype(np.float32), p[order].astype(np.float64), rows[order]
-    ends = group_ends(ps)
-    point = sorted_metrics(ys.astype(np.float64), ps, ones(len(ys)), ends)
-    chunks = [sorted_metrics(ys, ps, W, ends) for W in resamples.weights(rows)]
-    out = {name: (float(point[name][0]), np.concatenate([c[name] for c in chunks])) for name in point}
+    """(exact point, bootstrap samples) of every metric of one model at one horizon; `rows` index the resamples."""
+    y, p = y.astype(np.float64), p.astype(np.float64)
+    point = all_metrics(y, p, ones(len(y)))
+    samples = resampled_metrics(resamples, rows, y, p)
+    out = {name: (float(point[name][0]), samples[name]) for name in point}
     for name, mask in subsets.items():
-        keep = mask[order]
-        y_sub, p_sub = ys[keep], ps[keep]
-        ends = group_ends(p_sub)
-        samples = np.concatenate([sorted_roc_auc(y_sub, p_sub, W, ends) for W in resamples.weights(rows[keep])])
-        out[name] = (float(sorted_roc_auc(y_sub.astype(np.float64), p_sub, ones(len(y_sub)), ends)[0]), samples)
+        y_sub, p_sub = y[mask], p[mask]
+        estimate = float(weighted_roc_auc(y_sub, p_sub, ones(len(y_sub)))[0]) if len(y_sub) else float("nan")
+        out[name] = (estimate, resampled_roc_auc(resamples, rows[mask], y_sub, p_sub))
     return out
 
 

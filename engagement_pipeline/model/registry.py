@@ -16,6 +16,23 @@ bootstrap 95% interval of its mean test ROC-AUC lies above 0.5 AND it scores
 at least as well as the current champion on the same test rows. Otherwise it
 is registered without the alias, and the decision says why, with the numbers.
 
+It fails closed: when the current champion cannot be looked up (the store is
+unreachable or busy) or evaluated (its model does not load or predict), when
+it lacks its compatibility tags, or when its score on these rows is not a
+number, nothing is promoted and the decision says why. To replace such a
+champion on purpose, remove its alias (`mlflow` client:
+delete_registered_model_alias("engagement-lstm", "champion")) and train
+again: the next version is then judged as the first. A champion trained on
+other features, or sharing no horizon, is the exception: it can no longer
+score today's table, so a new version above chance replaces it (the
+decision says so).
+
+The alias and its decision move together: the decision (words, and
+`promoted` = true/false) is written on the new version before the alias
+moves, and `find_champion` accepts only a version whose recorded decision is
+`promoted` = true. A process killed at any point leaves the old champion or
+the new one, each with its decision.
+
 mlflow and torch are imported inside functions: definitions.py imports this module.
 """
 
@@ -31,6 +48,7 @@ from engagement_pipeline.model.windows import FeatureMatrix, gather_windows
 from engagement_pipeline.resources import CHAMPION_ALIAS, Tracking
 
 DECISION_TAG = "promotion_decision"
+PROMOTED_TAG = "promoted"  # "true" / "false": the gate's verdict, recorded before the alias moves
 EXPERIMENT_KIND_TAG = "mlflow.experimentKind"
 EXPERIMENT_KIND = "custom_model_development"  # MLflow opens the experiment on runs and models, not GenAI traces
 
@@ -76,6 +94,13 @@ def find_champion(tracking: Tracking) -> ChampionVersion:
         version = client.get_model_version_by_alias(name, CHAMPION_ALIAS)
     except MlflowException:
         raise NoChampionError(no_champion_message(client, name, tracking.uri())) from None
+    if version.tags.get(PROMOTED_TAG) != "true":
+        raise NoChampionError(
+            f"The `{CHAMPION_ALIAS}` alias of `{name}` in {tracking.uri()} points at v{version.version}, whose "
+            "promotion decision is not recorded (the alias was set by hand, or a training process stopped between "
+            "the two steps): nothing scores with it. Materialize `engagement_model` again, or, to accept it as "
+            f"it is, tag v{version.version} `{PROMOTED_TAG}` = `true`."
+        )
     return champion_version(name, version)
 
 
@@ -120,6 +145,11 @@ def champion_version(name: str, version) -> ChampionVersion:
         window=int(version.tags["window"]),
         feature_names=list(json.loads(version.tags["feature_names"])),
     )
+
+
+def registered_version(tracking: Tracking, name: str, number: int | str) -> ChampionVersion:
+    """What version `number` of `name` expects (its compatibility tags), whether or not it is the champion now."""
+    return champion_version(name, tracking.client().get_model_version(name, str(number)))
 
 
 def load_model(version: ChampionVersion) -> Champion:
@@ -200,6 +230,7 @@ class Promotion:
     new_ci_high: float = float("nan")
     n_rows: int = 0
     n_volunteers: int = 0
+    failed_closed: bool = False  # the champion could not be looked up or judged: nothing was compared
 
     @property
     def above_chance(self) -> bool:
@@ -218,17 +249,15 @@ def champion_predictions(
     cannot be evaluated here, and cannot score either (scoring needs the same
     features): it is no longer a usable champion.
     """
-    from mlflow.exceptions import MlflowException
-
-    try:
-        version = client.get_model_version_by_alias(model_name, CHAMPION_ALIAS)
-    except MlflowException:
+    aliases = client.get_registered_model(model_name).aliases  # raises when the store cannot be read
+    if CHAMPION_ALIAS not in aliases:
         return None, None, [], "no champion yet"
-    number = str(version.version)
+    number = str(aliases[CHAMPION_ALIAS])
+    version = client.get_model_version(model_name, number)
     try:
         expects = champion_version(model_name, version)
     except (KeyError, ValueError) as error:
-        return number, None, [], f"champion v{number} lacks compatibility tags ({error})"
+        raise ChampionUnusable(f"champion v{number} lacks its compatibility tags ({error!r})") from None
     window, champion_horizons = expects.window, expects.horizons
     common = [h for h in champion_horizons if h in horizons]
     if expects.feature_names != matrix.feature_names or not common:
@@ -241,12 +270,21 @@ def champion_predictions(
         [champion.predict(gather_windows(matrix, rows[i : i + 4096], window)) for i in range(0, len(rows), 4096)]
     )
     p = p[:, [champion_horizons.index(h) for h in common]]
+    if not np.isfinite(p).all():
+        raise ChampionUnusable(f"champion v{number} predicts NaN for {int((~np.isfinite(p)).any(axis=1).sum()):,} rows")
     return number, p, [horizons.index(h) for h in common], f"champion v{number} evaluated"
 
 
+class ChampionUnusable(RuntimeError):
+    """The current champion cannot be judged against: the gate promotes nothing."""
+
+
 def promotion_rule(new_score: float, champion_score: float | None) -> bool:
-    """The comparison half of the gate: no comparable champion, or the new model scores at least as well."""
-    return champion_score is None or not np.isfinite(champion_score) or new_score >= champion_score
+    """The comparison half of the gate: no comparable champion, or the new model scores at least as well.
+
+    A champion whose score is NaN is not comparable, and not replaced: `promote` refuses before this.
+    """
+    return champion_score is None or (bool(np.isfinite(champion_score)) and new_score >= champion_score)
 
 
 def promote(
@@ -266,21 +304,44 @@ def promote(
     The mean test ROC-AUC (over the horizons the champion shares, else all)
     and its interval come from volunteer-level bootstrap resamples of `rows`.
     """
-    champion, p_champion, columns, note = champion_predictions(client, model_name, matrix, rows, horizons)
-    columns = columns if p_champion is not None else list(range(len(horizons)))
     resamples = Resamples.draw(matrix.user_start[rows], n_resamples, seed)
+    try:
+        champion, p_champion, columns, note = champion_predictions(client, model_name, matrix, rows, horizons)
+        champion_score = mean_auc(y_test[:, columns], p_champion) if p_champion is not None else None
+        if champion_score is not None and not np.isfinite(champion_score):
+            raise ChampionUnusable(f"champion v{champion} scores NaN on these test rows")
+    except Exception as error:  # noqa: BLE001 - whatever went wrong, the gate must not open
+        return refuse(client, model_name, version, error)
+    columns = columns if p_champion is not None else list(range(len(horizons)))
     new_score, (low, high) = mean_auc_with_interval(y_test[:, columns], p_new[:, columns], resamples)
-    champion_score = None
-    if p_champion is not None:
-        champion_score = mean_auc(y_test[:, columns], p_champion)
     n_rows = int((~np.isnan(y_test[:, columns])).any(axis=1).sum())
     gate = Promotion(False, "", version, new_score, champion, champion_score, low, high, n_rows, resamples.n_volunteers)
     promoted = gate.above_chance and promotion_rule(new_score, champion_score)
     reason = decision_words(gate, promoted, note)
+    # the decision first: a process killed before the alias moves leaves the old champion in place
+    client.set_model_version_tag(model_name, version, DECISION_TAG, reason)
+    client.set_model_version_tag(model_name, version, PROMOTED_TAG, str(promoted).lower())
     if promoted:
         client.set_registered_model_alias(model_name, CHAMPION_ALIAS, version)
-    client.set_model_version_tag(model_name, version, DECISION_TAG, reason)
     return Promotion(**{**vars(gate), "promoted": promoted, "reason": reason})
+
+
+def refuse(client, model_name: str, version: str, error: Exception) -> Promotion:
+    """Fail closed: nothing promoted; the decision (on the version, when the store takes it) says why."""
+    what = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+    if isinstance(error, ChampionUnusable):
+        why = f"{what}; it is not replaced without comparison"
+        how = f"to replace it anyway, delete the `{CHAMPION_ALIAS}` alias and materialize `engagement_model` again"
+    else:
+        why = f"the current champion could not be looked up or evaluated ({type(error).__name__}: {what[:300]})"
+        how = "materialize `engagement_model` again once the MLflow store answers"
+    reason = f"new v{version} not promoted: {why}; the alias did not move ({how})"
+    try:
+        client.set_model_version_tag(model_name, version, DECISION_TAG, reason)
+        client.set_model_version_tag(model_name, version, PROMOTED_TAG, "false")
+    except Exception:  # noqa: BLE001, S110 - the store is the problem: the run, the asset and the log still say it
+        pass
+    return Promotion(False, reason, version, float("nan"), failed_closed=True)
 
 
 def decision_words(gate: Promotion, promoted: bool, note: str) -> str:
@@ -296,7 +357,7 @@ def decision_words(gate: Promotion, promoted: bool, note: str) -> str:
         )
     if gate.champion_version is None:
         return f"{new} on {rows}, above chance; {champion}: promoted"
-    if gate.champion_score is None:
+    if gate.champion_score is None:  # trained on other features or horizons: it can no longer score
         return f"{new}, above chance; {note}: promoted, since an unusable champion would stop the nightly scoring"
     verdict = "promoted" if promoted else f"not promoted, champion v{gate.champion_version} stays"
     return f"{new} vs {champion} {gate.champion_score:.4f} on the same {rows}: {verdict}"

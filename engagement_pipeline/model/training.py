@@ -69,19 +69,26 @@ class TrainingConfig(dg.Config):
         40_000, description="Fixed random subset of the validation period used for early stopping."
     )
     max_wide_examples: int = Field(
-        300_000, description="Training rows used to fit the linear (logistic) path before the LSTM trains."
+        300_000,
+        description="Training rows used to fit the linear (logistic) path before the LSTM trains; its penalty is "
+        "chosen per horizon on validation from the logistic baseline's grid of C (model/paths.py).",
     )
-    wide_l2: float = Field(1e-4, description="L2 penalty of the linear path's L-BFGS fit.")
     wide_lr_factor: float = Field(
         0.1, description="The linear path's learning rate, relative to `lr`, once the LSTM trains with it."
     )
     forest_max_train_rows: int = Field(
         100_000, description="Training rows for the random-forest baseline (100 trees, depth chosen on validation)."
     )
-    baseline_search_seconds: float = Field(
-        15.0,
-        description="Time box per baseline and horizon for choosing its key parameter on validation (small grids: "
-        "logistic C, gradient boosting learning rate x leaves, forest depth); the search stops when it is spent.",
+    baseline_max_candidates: int = Field(
+        3,
+        description="Candidates tried per baseline and horizon when choosing its key parameter on validation "
+        "(small grids, in order: logistic C, gradient boosting learning rate x leaves, forest depth). Counted in "
+        "candidates, not seconds, so a busy machine chooses the same.",
+    )
+    baseline_max_train_rows: int = Field(
+        1_000_000,
+        description="Training rows the baselines are fitted on: a sample drawn with `seed` when there are more "
+        "(every row of a smaller export).",
     )
     bootstrap_resamples: int = Field(
         200,
@@ -230,26 +237,31 @@ def predict(model, matrix: FeatureMatrix, rows: np.ndarray, window: int, device:
     return np.concatenate(out) if out else np.empty((0, 0), np.float32)
 
 
-def start_lstm(matrix: FeatureMatrix, split: Split, scaling: "Scaling", n_horizons: int, config: TrainingConfig, rng):
-    """The network with its linear path fitted alone (model.fit_wide), and the optimizer for what follows.
+def start_lstm(
+    matrix: FeatureMatrix, split: Split, scaling: "Scaling", n_horizons: int, config: TrainingConfig, rng, val_rows
+):
+    """The network with its linear path fitted alone and tuned on `val_rows` (paths.tune_linear_path), and the
+    optimizer for what follows.
 
-    Returns (model, optimizer, scheduler, the linear start's training loss).
-    The linear path then trains at `wide_lr_factor` of the rate.
+    Returns (model, optimizer, scheduler, the linear start). The linear path then trains at `wide_lr_factor`
+    of the rate.
     """
     import torch
 
-    from engagement_pipeline.model.lstm import EngagementLSTM, fit_wide
+    from engagement_pipeline.model.lstm import EngagementLSTM
+    from engagement_pipeline.model.paths import tune_linear_path
 
     device = pick_device(config.device)
     model = EngagementLSTM(
         len(matrix.feature_names), n_horizons, scaling, config.hidden_size, config.num_layers, config.dropout
     ).to(device)
     wide_rows = np.sort(rng.permutation(split.train)[: config.max_wide_examples])
-    wide_loss = fit_wide(
+    start = tune_linear_path(
         model,
         torch.from_numpy(matrix.X[wide_rows]).to(device),
         torch.from_numpy(split.labels[wide_rows]).to(device),
-        l2=config.wide_l2,
+        torch.from_numpy(matrix.X[val_rows]).to(device),
+        split.labels[val_rows],
     )
     deep = [p for name, p in model.named_parameters() if not name.startswith("linear.")]
     optimizer = torch.optim.AdamW(
@@ -258,7 +270,7 @@ def start_lstm(matrix: FeatureMatrix, split: Split, scaling: "Scaling", n_horizo
         weight_decay=config.weight_decay,
     )
     scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=max(config.epochs, 1))
-    return model, optimizer, scheduler, wide_loss
+    return model, optimizer, scheduler, start
 
 
 def validation_scores(model, matrix: FeatureMatrix, rows: np.ndarray, y: np.ndarray, window: int, device: str):
@@ -297,16 +309,24 @@ def train_lstm(
     `config.device` (CUDA when "auto" finds it); the model returned is on the CPU.
     `say` gets the early estimate of the whole training (after the first batches)
     and a progress line with what remains at least every 30 s.
+
+    Then, per horizon, the network or its tuned linear path alone, whichever
+    has the higher validation ROC-AUC (paths.choose_paths): `model.path_choice`.
     """
     import torch
+
+    from engagement_pipeline.model.paths import choose_paths
 
     started = time.perf_counter()
     device = pick_device(config.device)
     rng = np.random.default_rng(config.seed)
     torch.manual_seed(config.seed)
+    if device == "cpu":
+        torch.use_deterministic_algorithms(True)  # the same model on a quiet or a busy machine
     say(f"linear start on {min(len(split.train), config.max_wide_examples):,} training examples, on {device}")
-    model, optimizer, scheduler, wide_loss = start_lstm(matrix, split, scaling, n_horizons, config, rng)
     val_rows = np.sort(rng.permutation(split.val)[: config.max_val_examples])
+    model, optimizer, scheduler, start = start_lstm(matrix, split, scaling, n_horizons, config, rng, val_rows)
+    wide_loss = start.train_loss
     budget = training_budget(len(split.train), config)
     per_epoch = budget["examples_per_epoch"]
     history: list[dict] = []
@@ -338,6 +358,10 @@ def train_lstm(
             if stale >= config.patience:
                 break
     model.load_state_dict(best_state)
+    p_val = predict(model, matrix, val_rows, config.window, device)
+    model.path_choice = choose_paths(
+        model, start, p_val, torch.from_numpy(matrix.X[val_rows]).to(device), split.labels[val_rows]
+    )
     return model.cpu().eval(), history
 
 

@@ -30,7 +30,8 @@ from dataclasses import dataclass, field
 import dagster as dg
 import numpy as np
 
-from engagement_pipeline.model.registry import NoChampionError, find_champion
+from engagement_pipeline.model.evaluation import auc_with_interval
+from engagement_pipeline.model.registry import ChampionVersion, NoChampionError, find_champion
 from engagement_pipeline.model.windows import FeatureMatrix, gather_windows, load_feature_matrix
 from engagement_pipeline.monitoring.drift import (
     MIN_ROWS,
@@ -46,7 +47,6 @@ from engagement_pipeline.resources import Tracking, Warehouse
 
 MICROS_PER_MINUTE = 60_000_000
 MIN_KNOWN_OUTCOMES = 30  # per horizon, with both outcomes present, to judge a day's ROC-AUC
-BOOTSTRAP_SAMPLES = 400
 DAY = dt.timedelta(days=1)
 
 
@@ -130,37 +130,20 @@ def read_labelled_day(con, day: dt.date, window: int, horizons: list[int]) -> La
     return LabelledDay(day, matrix, rows, horizons, labels)
 
 
-# --------------------------------------------------------------------------- ROC-AUC with a volunteer-level interval
+# --------------------------------------------------------------------------- realized ROC-AUC of a day
 
 
-def weighted_auc(y: np.ndarray, p: np.ndarray, weights: np.ndarray) -> np.ndarray:
-    """ROC-AUC of scores `p` for labels `y` (0/1) under each row of `weights` [B, n]; ties count a half."""
-    order = np.argsort(p, kind="stable")
-    p, y, weights = p[order], y[order], weights[:, order]
-    starts = np.flatnonzero(np.r_[True, p[1:] != p[:-1]])
-    positive = np.add.reduceat(weights * (y == 1), starts, axis=1)
-    negative = np.add.reduceat(weights * (y == 0), starts, axis=1)
-    below = np.cumsum(negative, axis=1) - negative
-    pairs = positive.sum(axis=1) * negative.sum(axis=1)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        return np.where(pairs > 0, (positive * (below + 0.5 * negative)).sum(axis=1) / pairs, np.nan)
-
-
-def auc_with_interval(
-    y: np.ndarray, p: np.ndarray, volunteer: np.ndarray, samples: int = BOOTSTRAP_SAMPLES, seed: int = 0
-) -> tuple[float, float, float]:
-    """ROC-AUC and its 95% interval from resampling volunteers (their rows move together); NaN if one class."""
-    known = ~np.isnan(y)
-    y, p, volunteer = y[known], p[known], volunteer[known]
-    if len(np.unique(y)) < 2:
-        return float("nan"), float("nan"), float("nan")
-    estimate = float(weighted_auc(y, p, np.ones((1, len(y))))[0])
-    _, group = np.unique(volunteer, return_inverse=True)
-    n_groups = group.max() + 1
-    draws = np.random.default_rng(seed).multinomial(n_groups, np.full(n_groups, 1 / n_groups), size=samples)
-    resampled = weighted_auc(y, p, draws[:, group].astype(np.float64))
-    low, high = np.nanquantile(resampled, [0.025, 0.975])
-    return estimate, float(low), float(high)
+def realized_intervals(
+    labels: np.ndarray, p: np.ndarray, volunteer: np.ndarray, horizons: list[int]
+) -> tuple[dict[int, tuple[float, float, float]], dict[int, int]]:
+    """Per horizon: (ROC-AUC, 95% low, high) with the volunteer-level bootstrap of evaluation.py (its default
+    resamples and seed, as training's test intervals), and the number of known outcomes."""
+    realized, known_outcomes = {}, {}
+    for h, w in enumerate(horizons):
+        y = labels[:, h]
+        known_outcomes[w] = int((~np.isnan(y)).sum())
+        realized[w] = auc_with_interval(y, p[:, h], volunteer)
+    return realized, known_outcomes
 
 
 @dataclass
@@ -211,8 +194,10 @@ def test_interval(client, run_id: str, horizons: list[int]) -> tuple[dict[int, t
     return out, "; ".join(sorted(sources)) or "the champion's run logged no test ROC-AUC"
 
 
-def realized_quality(con_factory, tracking: Tracking, on_or_before: dt.date, log=None) -> RealizedQuality:
-    """Realized ROC-AUC and Brier of the champion on the latest labelled day <= `on_or_before`.
+def realized_quality(
+    con_factory, tracking: Tracking, on_or_before: dt.date, log=None, version: ChampionVersion | None = None
+) -> RealizedQuality:
+    """Realized ROC-AUC and Brier of `version` (default: the champion) on the latest labelled day <= `on_or_before`.
 
     `con_factory()` is a context manager giving a warehouse connection (held
     only while reading); the model loads afterwards.
@@ -220,7 +205,7 @@ def realized_quality(con_factory, tracking: Tracking, on_or_before: dt.date, log
     from engagement_pipeline.model.evaluation import binary_metrics
     from engagement_pipeline.model.registry import load_model
 
-    version = find_champion(tracking)
+    version = version or find_champion(tracking)
     model = f"{version.name} v{version.version}"
     with con_factory() as con:
         day = latest_labelled_day(con, on_or_before, version.horizons)
@@ -241,13 +226,11 @@ def realized_quality(con_factory, tracking: Tracking, on_or_before: dt.date, log
          for i in range(0, len(data.rows), 8192)]
     )  # fmt: skip
     volunteer = data.matrix.user_start[data.rows]
+    result.realized, result.known_outcomes = realized_intervals(data.labels, p, volunteer, version.horizons)
     for h, w in enumerate(version.horizons):
-        y = data.labels[:, h]
-        known = ~np.isnan(y)
-        result.known_outcomes[w] = int(known.sum())
-        result.realized[w] = auc_with_interval(y, p[:, h], volunteer)
+        known = ~np.isnan(data.labels[:, h])
         if known.any():
-            result.brier[w] = binary_metrics(y[known], p[known, h])["brier"]
+            result.brier[w] = binary_metrics(data.labels[known, h], p[known, h])["brier"]
     result.y, result.p = data.labels, p
     if log is not None:
         log.info(f"realized quality of {model} on {day}: {realized_words(result)}")
@@ -286,9 +269,12 @@ def realized_markdown(result: RealizedQuality) -> str:
 # --------------------------------------------------------------------------- drift of a day
 
 
-def day_drift_for_champion(con, tracking: Tracking, day: dt.date) -> tuple[DriftResult | None, str, str]:
-    """PSI of the day's inputs against the champion's reference: (result or None, model, why when None)."""
-    version = find_champion(tracking)
+def day_drift_for_champion(
+    con, tracking: Tracking, day: dt.date, version: ChampionVersion | None = None
+) -> tuple[DriftResult | None, str, str]:
+    """PSI of the day's inputs against the reference of `version` (default: the champion): (result or None,
+    model, why when None)."""
+    version = version or find_champion(tracking)
     model = f"{version.name} v{version.version}"
     try:
         reference = load_drift_reference(tracking.client(), version.name, version.version)

@@ -29,7 +29,7 @@ import dagster as dg
 import numpy as np
 from pydantic import Field
 
-from engagement_pipeline.model.registry import ChampionVersion, find_champion
+from engagement_pipeline.model.registry import ChampionVersion, find_champion, registered_version
 from engagement_pipeline.model.windows import quote_identifier
 from engagement_pipeline.monitoring.checks import (
     RealizedQuality,
@@ -71,6 +71,22 @@ def report_path(reports: Path, day: str) -> Path:
 
 def predictions_file(predictions: Path, day: str) -> Path:
     return predictions / f"date={day}" / "predictions.parquet"
+
+
+def version_that_scored(file: Path, tracking: Tracking) -> tuple[ChampionVersion, str]:
+    """The registered version named in the day's predictions file (its model_name / model_version columns), and a
+    note when the file names none (an empty day: then the current champion, said so)."""
+    import pyarrow.parquet as pq
+
+    if not file.exists():
+        raise FileNotFoundError(f"{file} does not exist: materialize `user_predictions` for that day first")
+    table = pq.read_table(file, columns=["model_name", "model_version"]).to_pydict()
+    scored_by = sorted(set(zip(table["model_name"], table["model_version"])))
+    if len(scored_by) > 1:
+        raise ValueError(f"{file}: rows scored by more than one model version ({scored_by})")
+    if not scored_by:
+        return find_champion(tracking), " (no volunteer that day: the current champion)"
+    return registered_version(tracking, *scored_by[0]), ""
 
 
 def write_text_atomically(text: str, target: Path) -> None:
@@ -291,7 +307,7 @@ def build_report(
         dropoff = read_dropoff(con, date, max(version.horizons), (reference or {}).get("train_period_us"), config)
         day_matrix = read_day_inputs(con, date)
     drift = matrix_drift(reference, day_matrix) if reference is not None else None
-    realized = realized_quality(lambda: warehouse.connect(log=log), tracking, date, log)
+    realized = realized_quality(lambda: warehouse.connect(log=log), tracking, date, log, version=version)
 
     figures = {
         "who_to_reach": plots.at_risk_png(day_p, horizon, min(config.listed, len(day_p)), subtitle),
@@ -381,7 +397,7 @@ def engagement_report(
     from engagement_pipeline.monitoring.plots import png_markdown
 
     day = context.partition_key
-    version = find_champion(tracking)
+    version, version_note = version_that_scored(predictions_file(storage.predictions, day), tracking)
     page, metadata, figures = build_report(
         day, version, warehouse, tracking, storage.predictions, config, log=context.log
     )
@@ -393,7 +409,7 @@ def engagement_report(
     return dg.MaterializeResult(
         metadata={
             "path": dg.MetadataValue.path(str(target)),
-            "model": f"{version.name} v{version.version}",
+            "model": f"{version.name} v{version.version}{version_note}",
             **{k: dg.MetadataValue.float(float(v)) if isinstance(v, float) else v for k, v in metadata.items()},
             **images,
         }
