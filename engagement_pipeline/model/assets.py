@@ -91,19 +91,32 @@ def split_dataset(data: Dataset, config: TrainingConfig, say) -> tuple[Split, di
     return split, degenerate
 
 
+PROGRESS_EVERY_S = 10  # a long step says how far it is at least this often (between its own steps)
+
+
 def epoch_logger(horizons: list[int], config: TrainingConfig, say):
     """Per-epoch MLflow metrics (train_loss, val_loss, val_roc_auc_{W}m at step = epoch) and a log line."""
     import mlflow
 
+    explained: set[int] = set()
+
     def on_epoch(row: dict) -> None:
         aucs = {f"val_roc_auc_{w}m": row[f"val_roc_auc_{h}"] for h, w in enumerate(horizons)}
         mlflow.log_metrics({"train_loss": row["train_loss"], "val_loss": row["val_loss"], **aucs}, step=row["epoch"])
-        auc_text = ", ".join(f"val ROC-AUC {w}m {row[f'val_roc_auc_{h}']:.4f}" for h, w in enumerate(horizons))
-        which = " (the linear path alone)" if row["epoch"] == 0 else ""
+        values = [row[f"val_roc_auc_{h}"] for h in range(len(horizons))]
+        auc_text = ", ".join(f"{w}m {v:.3f}" if np.isfinite(v) else f"{w}m n/a" for w, v in zip(horizons, values))
+        which = " (linear path alone)" if row["epoch"] == 0 else ""
         say(
-            f"epoch {row['epoch']}/{config.epochs}{which}: train loss {row['train_loss']:.4f}, "
-            f"val loss {row['val_loss']:.4f}, {auc_text} ({row['seconds']:.1f}s)"
+            f"epoch {row['epoch']}/{config.epochs}{which}: loss {row['train_loss']:.4f} train, "
+            f"{row['val_loss']:.4f} val; val ROC-AUC {auc_text} ({row['seconds']:.1f}s)"
         )
+        undefined = [w for w, v in zip(horizons, values) if not np.isfinite(v) and w not in explained]
+        if undefined:
+            explained.update(undefined)
+            say(
+                f"val ROC-AUC at {', '.join(f'{w}' for w in undefined)} min is n/a: the validation rows hold only one "
+                "outcome there (no volunteer both stopped and kept going), so it cannot rank them; the loss still counts"
+            )
 
     return on_epoch
 
@@ -152,7 +165,7 @@ def run_training(data: Dataset, config: TrainingConfig, tracking: Tracking, log=
         fitted = fit_all_baselines(data, split, scaling, config, say)
         baseline_seconds = time.perf_counter() - baselines_started
         predictions = {"lstm": p_lstm, **fitted.predictions}
-        scored = evaluate_run(data, split, predictions, config)
+        scored = evaluate_run(data, split, predictions, config, say)
         log_evaluation(scored, fitted, stopping, lstm_seconds, baseline_seconds)
         example = gather_windows(matrix, split.test[: min(8, len(split.test))], config.window)
         tags = registry.compatibility_tags(horizons, config.window, matrix.feature_names, run.info.run_id)
@@ -186,25 +199,46 @@ def fit_all_baselines(data: Dataset, split: Split, scaling, config: TrainingConf
     """The four baselines on the same split, saying which features they had to drop."""
     from engagement_pipeline.model.baselines import fit_baselines
 
-    say("fitting baselines (key parameters chosen on validation)")
-    matrix = data.matrix
+    say("fitting baselines per horizon: logistic, boosted trees, random forest (tuned on validation)")
+    matrix, started, said = data.matrix, time.perf_counter(), [time.perf_counter()]
+
+    def progress(done: int, total: int, name: str, h: int, seconds: float) -> None:
+        if done < total and time.perf_counter() - said[0] < PROGRESS_EVERY_S:
+            return
+        said[0] = time.perf_counter()
+        left = (said[0] - started) / done * (total - done)
+        remaining = f", about {left:.0f}s left" if done < total else f"; {said[0] - started:.0f}s in all"
+        say(f"baselines {done}/{total} fitted: last {name} at {data.horizons[h]} min ({seconds:.0f}s{remaining})")
+
     fitted = fit_baselines(
         matrix.X, split.labels, split, scaling, matrix.feature_names, config.seed,
-        config.forest_max_train_rows, config.baseline_search_seconds,
+        config.forest_max_train_rows, config.baseline_search_seconds, progress,
     )  # fmt: skip
     if fitted.dropped_features:
         say(f"baselines: dropped features with no observed value in train: {', '.join(fitted.dropped_features)}")
     return fitted
 
 
-def evaluate_run(data: Dataset, split: Split, predictions: dict, config: TrainingConfig) -> evaluation.Evaluation:
+def evaluate_run(
+    data: Dataset, split: Split, predictions: dict, config: TrainingConfig, say=lambda message: None
+) -> evaluation.Evaluation:
     """Every model on the same test rows, intervals over the test period's volunteers."""
-    matrix = data.matrix
+    matrix, started, said = data.matrix, time.perf_counter(), [time.perf_counter()]
+    say(f"testing {len(predictions)} models on {len(split.test):,} test rows ({config.bootstrap_resamples} resamples)")
+
+    def progress(done: int, total: int) -> None:
+        if done < total and time.perf_counter() - said[0] < PROGRESS_EVERY_S:
+            return
+        said[0] = time.perf_counter()
+        left = (said[0] - started) / done * (total - done)
+        say(f"tested {done}/{total} horizons" + (f", about {left:.0f}s left" if done < total else ""))
+
     train_users = np.unique(matrix.user_start[split.train])
     new_user = ~np.isin(matrix.user_start[split.test], train_users)
     return evaluation.evaluate_models(
         predictions, split.labels[split.test], data.horizons, matrix.position_in_user[split.test], new_user,
         volunteer=matrix.user_start[split.test], n_resamples=config.bootstrap_resamples, seed=config.seed,
+        progress=progress,
     )  # fmt: skip
 
 

@@ -25,6 +25,7 @@ the nightly scoring and the online server would (same windows, same model).
 """
 
 import datetime as dt
+import warnings
 from dataclasses import dataclass, field
 
 import dagster as dg
@@ -43,6 +44,14 @@ from engagement_pipeline.monitoring.drift import (
 )
 from engagement_pipeline.partitions import daily_partitions
 from engagement_pipeline.resources import Tracking, Warehouse
+
+# Partitioned asset checks are a preview feature of Dagster 1.13, which says so on every load of the code
+# location (and every `engagement` command): README says it once, the console need not.
+warnings.filterwarnings(
+    "ignore",
+    message="Specifying a partitions_def on an AssetCheckSpec is currently in preview",
+    category=dg.PreviewWarning,
+)
 
 MICROS_PER_MINUTE = 60_000_000
 MIN_KNOWN_OUTCOMES = 30  # per horizon, with both outcomes present, to judge a day's ROC-AUC
