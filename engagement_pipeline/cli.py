@@ -298,15 +298,19 @@ def dagster_ui_command(host: str, port: int) -> list[str]:
 
 
 def cmd_mlflow_ui(args) -> int:
+    from engagement_pipeline.ui_process import require_free_port
     from engagement_pipeline.ui_process import run_server as _exec
 
+    require_free_port(args.host, args.port)  # before the imports of mlflow_ui_command (seconds)
     environment = args.settings.child_environment()
     return _exec(mlflow_ui_command(args.settings, args.host, args.port), environment, args.host, args.port)
 
 
 def cmd_dagster_ui(args) -> int:
+    from engagement_pipeline.ui_process import require_free_port
     from engagement_pipeline.ui_process import run_server as _exec
 
+    require_free_port(args.host, args.port)
     prepare_dagster_home(args.settings)
     environment = args.settings.child_environment()
     silence_library_noise(environment)  # the runs it launches load models too
@@ -406,7 +410,10 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return run_command(argv)
     except CommandFailed as failed:
-        say(str(failed.code), file=sys.stderr)
+        if failed.exit_code == BUG:  # a stack trace keeps its own lines
+            print(failed.code, file=sys.stderr, flush=True)
+        else:
+            say(str(failed.code), file=sys.stderr)
         return failed.exit_code
 
 

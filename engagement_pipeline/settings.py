@@ -4,7 +4,7 @@
     ENGAGEMENT_EXPORTS_DIR       classification exports (recursive)    the bundled sample, under the home
     MLFLOW_TRACKING_URI          MLflow tracking store                 sqlite:///<home>/mlflow.db
     DAGSTER_HOME                 Dagster instance                      <home>/dagster (the `engagement` command)
-    ENGAGEMENT_PARTITIONS_START  first day of the daily partitions     2015-01-01
+    ENGAGEMENT_PARTITIONS_START  first day of the daily partitions     2007-01-01
 
 `Settings.from_environment()` is the only reader of the environment in the
 package. It turns the variables into the environment of the child processes
@@ -28,7 +28,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 DEFAULT_HOME = ".engagement"
-DEFAULT_PARTITIONS_START = "2015-01-01"
+DEFAULT_PARTITIONS_START = "2007-01-01"  # Galaxy Zoo, the first Zooniverse project, began in 2007
 
 HOME_VARIABLE = "ENGAGEMENT_HOME"
 EXPORTS_VARIABLE = "ENGAGEMENT_EXPORTS_DIR"

@@ -31,6 +31,11 @@ def port_is_free(host: str, port: int) -> bool:
 BIND_FAILED = ("address already in use", "[errno 98]")
 
 
+def require_free_port(host: str, port: int) -> None:
+    if not port_is_free(host, port):
+        raise port_in_use(host, port)
+
+
 def port_in_use(host: str, port: int) -> CommandFailed:
     return CommandFailed(
         PORT_IN_USE, f"Port {port} on {host} is in use by another process: stop it, or choose another with --port N."
@@ -52,8 +57,7 @@ def run_server(argv: list[str], environment: dict[str, str], host: str, port: in
     """
     import threading
 
-    if not port_is_free(host, port):
-        raise port_in_use(host, port)
+    require_free_port(host, port)
     print("$ " + " ".join(argv), flush=True)
     # A shell that starts us in the background (`engagement dagster-ui &`) sets SIGINT to "ignore",
     # which the server would inherit and then never stop: give it the default disposition back.

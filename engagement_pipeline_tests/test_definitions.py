@@ -170,11 +170,11 @@ def test_kinds_name_the_technologies():
 
 
 @START_OVERRIDDEN
-def test_user_predictions_are_daily_utc_partitions_from_2015():
+def test_user_predictions_are_daily_utc_partitions_from_2007():
     partitions = defs.resolve_asset_graph().get(dg.AssetKey("user_predictions")).partitions_def
     assert isinstance(partitions, dg.DailyPartitionsDefinition)
     assert partitions.timezone == "UTC"
-    assert partitions.get_first_partition_key() == DEFAULT_PARTITIONS_START == "2015-01-01"
+    assert partitions.get_first_partition_key() == DEFAULT_PARTITIONS_START == "2007-01-01"  # Galaxy Zoo began in 2007
 
 
 def _fresh_import(tmp_path: Path, **env: str) -> dict:
@@ -201,10 +201,10 @@ print(json.dumps({{"heavy": heavy, "first": partitions.get_first_partition_key()
     return json.loads(completed.stdout.strip().splitlines()[-1])
 
 
-def test_fresh_import_is_light_and_starts_partitions_in_2015(tmp_path):
+def test_fresh_import_is_light_and_starts_partitions_in_2007(tmp_path):
     report = _fresh_import(tmp_path)
     assert report["heavy"] == [], f"loading the code location imported {report['heavy']}: import them inside assets"
-    assert (report["first"], report["timezone"]) == ("2015-01-01", "UTC")
+    assert (report["first"], report["timezone"]) == ("2007-01-01", "UTC")
     assert report["created"] == [], f"importing the code location created {report['created']}"
     assert not (tmp_path / "home").exists(), "importing the code location created ENGAGEMENT_HOME"
 

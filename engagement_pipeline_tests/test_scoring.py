@@ -179,5 +179,5 @@ def test_no_champion_fails_saying_what_to_materialize(engagement_home, warehouse
 
 def test_partitions_are_utc_days_from_the_configured_start():
     assert daily_partitions.timezone == "UTC"
-    assert daily_partitions.start.strftime("%Y-%m-%d") == "2015-01-01"
+    assert daily_partitions.start.strftime("%Y-%m-%d") == "2007-01-01"
     assert defs.resolve_job_def("nightly_scoring").partitions_def == daily_partitions

@@ -156,7 +156,15 @@ def run_training(data: Dataset, config: TrainingConfig, tracking: Tracking, log=
         log_inputs(data, split, config, degenerate)
         log_drift_reference(drift_reference_for(matrix, split.train, split.val_start_us))  # for feature_drift
         scaling = fit_scaling(matrix.X[split.train])
-        model, history = train_lstm(matrix, split, scaling, len(horizons), config, epoch_logger(horizons, config, say))
+        on_epoch = epoch_logger(horizons, config, say)
+
+        def within_epoch(epoch: int, done: int, total: int, seconds: float) -> None:
+            left = seconds / max(done, 1) * (total - done)
+            say(
+                f"epoch {epoch}/{config.epochs}: {done:,} of {total:,} examples ({seconds:.0f}s, about {left:.0f}s left)"
+            )
+
+        model, history = train_lstm(matrix, split, scaling, len(horizons), config, on_epoch, within_epoch)
         stopping = stopping_summary(history, config.epochs, config.patience)
         say(f"LSTM {stopping}")
         lstm_seconds = time.perf_counter() - started

@@ -197,14 +197,21 @@ def batches(matrix: FeatureMatrix, labels: np.ndarray, rows: np.ndarray, window:
         yield gather_windows(matrix, chunk, window), labels[chunk]
 
 
-def train_epoch(model, optimizer, batch_iter, device: str) -> float:
-    """One pass of masked-BCE AdamW steps; returns the example-weighted mean loss."""
+PROGRESS_EVERY_S = 20  # an epoch longer than this says how far it is
+
+
+def train_epoch(model, optimizer, batch_iter, device: str, on_progress=None, total_examples: int = 0) -> float:
+    """One pass of masked-BCE AdamW steps; returns the example-weighted mean loss.
+
+    `on_progress(examples_done, total_examples, seconds)` is called every PROGRESS_EVERY_S of the epoch.
+    """
     import torch
 
     from engagement_pipeline.model.lstm import masked_bce
 
     model.train()
     total, count = 0.0, 0
+    started = said = time.perf_counter()
     for x, y in batch_iter:
         x = torch.from_numpy(x).to(device, non_blocking=True)
         y = torch.from_numpy(y).to(device, non_blocking=True)
@@ -215,6 +222,9 @@ def train_epoch(model, optimizer, batch_iter, device: str) -> float:
         optimizer.step()
         total += loss.item() * len(x)
         count += len(x)
+        if on_progress is not None and time.perf_counter() - said >= PROGRESS_EVERY_S:
+            said = time.perf_counter()
+            on_progress(count, total_examples, said - started)
     return total / max(count, 1)
 
 
@@ -281,6 +291,7 @@ def train_lstm(
     n_horizons: int,
     config: TrainingConfig,
     on_epoch: Callable[[dict], None] = lambda row: None,
+    on_progress: Callable[[int, int, int, float], None] | None = None,
 ) -> tuple["EngagementLSTM", list[dict]]:
     """Fit the LSTM with early stopping on validation loss; returns the best-epoch model (on CPU) and history.
 
@@ -313,9 +324,11 @@ def train_lstm(
     for epoch in range(1, config.epochs + 1):
         started = time.perf_counter()
         rows = rng.choice(split.train, size=per_epoch, replace=False)
+        within = None if on_progress is None else (lambda done, total, s, e=epoch: on_progress(e, done, total, s))
         train_loss = train_epoch(
-            model, optimizer, batches(matrix, split.labels, rows, config.window, config.batch_size), device
-        )
+            model, optimizer, batches(matrix, split.labels, rows, config.window, config.batch_size), device,
+            within, len(rows),
+        )  # fmt: skip
         scheduler.step()
         if record(epoch, train_loss, time.perf_counter() - started) < best_loss - 1e-5:
             best_loss, stale = history[-1]["val_loss"], 0

@@ -67,6 +67,23 @@ def day_bounds(day: dt.date) -> tuple[dt.datetime, dt.datetime]:
     return start, start + DAY
 
 
+MONITORED_TABLES = ("classifications", "features", "sessions", "labels")  # what the checks and the report read
+
+
+def require_tables(con, day) -> None:
+    """MissingUpstreamError naming the assets to materialize first, when the warehouse lacks a table read here."""
+    from engagement_pipeline.transform.sql_models import MissingUpstreamError
+
+    present = {name for (name,) in con.execute("select table_name from duckdb_tables()").fetchall()}
+    missing = [name for name in MONITORED_TABLES if name not in present]
+    if missing:
+        raise MissingUpstreamError(
+            f"The warehouse has no {', '.join(missing)} table yet, which the report and checks of {day} read: "
+            f"materialize {', '.join(f'`{name}`' for name in missing)} first (in the Dagster UI, select them and "
+            "Materialize, or run `engagement run --exports DIR`)."
+        )
+
+
 def read_day_inputs(con, day: dt.date) -> FeatureMatrix:
     """Every classification of `day` (UTC) as a FeatureMatrix: the rows the champion scored inputs for."""
     start, end = day_bounds(day)
@@ -232,6 +249,7 @@ def realized_quality(con_factory, tracking: Tracking, on_or_before: dt.date, log
     version = find_champion(tracking)
     model = f"{version.name} v{version.version}"
     with con_factory() as con:
+        require_tables(con, on_or_before)
         day = latest_labelled_day(con, on_or_before, version.horizons)
         data = read_labelled_day(con, day, version.window, version.horizons) if day else None
     client = tracking.client()
