@@ -297,12 +297,37 @@ def dagster_ui_command(host: str, port: int) -> list[str]:
     return [sys.executable, "-m", "dagster_dg_cli.cli", "dev", "-w", str(workspace), "-h", host, "-p", str(port)]
 
 
+ML_WORKFLOW = "workflowType=machine_learning"  # MLflow 3.17's UI picks GenAI or ML views by this, not by the tag
+
+
+def mlflow_start_url(settings: Settings, host: str, port: int) -> str:
+    """Where to open the MLflow UI: the `engagement` experiment's training runs, in the UI's machine-learning views.
+
+    MLflow 3.17.2's UI takes the experiment kind from its workflow type (the URL's `workflowType`, else
+    the browser's stored choice, "genai" in a fresh browser), not from the tag `mlflow.experimentKind`.
+    """
+    from engagement_pipeline.resources import resources_for
+
+    base = f"http://{'127.0.0.1' if host in ('0.0.0.0', '::') else host}:{port}"
+    tracking = resources_for(settings)["tracking"]
+    try:
+        experiment = (
+            tracking.client().get_experiment_by_name(tracking.experiment_name) if tracking.store_exists() else None
+        )
+    except Exception:  # a store not created yet, or unreadable: the server will say so
+        experiment = None
+    if experiment is None:
+        return f"{base}/#/experiments?{ML_WORKFLOW}"
+    return f"{base}/#/experiments/{experiment.experiment_id}/runs?{ML_WORKFLOW}"
+
+
 def cmd_mlflow_ui(args) -> int:
     from engagement_pipeline.ui_process import require_free_port
     from engagement_pipeline.ui_process import run_server as _exec
 
     require_free_port(args.host, args.port)  # before the imports of mlflow_ui_command (seconds)
     environment = args.settings.child_environment()
+    print(f"Open {mlflow_start_url(args.settings, args.host, args.port)} (the training runs)", flush=True)
     return _exec(mlflow_ui_command(args.settings, args.host, args.port), environment, args.host, args.port)
 
 

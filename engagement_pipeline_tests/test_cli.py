@@ -384,6 +384,20 @@ def test_a_small_real_export_trains_is_not_promoted_and_the_run_still_succeeds(t
     assert done_labels < next(i for i, line in enumerate(lines) if "epoch 0/" in line)  # not after training
     assert "  done: engagement_model (" in result.stdout and "promoted: no)" in result.stdout
 
+    # the run's page in MLflow opens on its key figures (its description)
+    import mlflow
+
+    from engagement_pipeline.resources import EXPERIMENT_NAME
+
+    store = f"sqlite:///{Settings.from_environment().home / 'mlflow.db'}"
+    client = mlflow.MlflowClient(tracking_uri=store)
+    (run,) = client.search_runs([client.get_experiment_by_name(EXPERIMENT_NAME).experiment_id])
+    description = run.data.tags["mlflow.note.content"]
+    assert description.startswith("**Not promoted.** new v1 mean test ROC-AUC ")
+    for w in (10, 20, 30):
+        test = run.data.metrics[f"test_roc_auc_{w}m"]
+        assert f"| {w} min | {test:.3f} (" in description
+
     scored = engagement("score", "--date", "2017-01-10")
     assert scored.returncode == 4, scored.stdout + scored.stderr
     assert "Traceback" not in scored.stderr and len(scored.stderr.splitlines()) <= 6

@@ -134,6 +134,27 @@ def run_description(data: Dataset, split: Split, config: TrainingConfig) -> str:
     )
 
 
+def key_figures(scored, promotion, horizons: list[int]) -> str:
+    """The run's first lines in the MLflow UI (its description): test ROC-AUC per horizon, lift, the decision."""
+    m, lift = scored.metrics, evaluation.lift_sentences(scored)
+    rows = [
+        f"| {w} min | {m.get(f'test_roc_auc_{w}m', float('nan')):.3f} "
+        f"({m.get(f'test_roc_auc_{w}m_ci_low', float('nan')):.3f} to {m.get(f'test_roc_auc_{w}m_ci_high', float('nan')):.3f}) "
+        f"| LSTM {lift.get(w, 'not compared')} |"
+        for w in horizons
+    ]
+    decision = "**Promoted to champion.**" if promotion.promoted else "**Not promoted.**"
+    return "\n".join(
+        [
+            f"{decision} {promotion.reason}",
+            "",
+            "| horizon | test ROC-AUC (95% interval) | against the best baseline |",
+            "| --- | --- | --- |",
+            *rows,
+        ]
+    )
+
+
 def run_training(data: Dataset, config: TrainingConfig, tracking: Tracking, log=None) -> TrainingResult:
     """Split, fit, evaluate, log to MLflow, register and promote. `log` is any logger with .info."""
     import mlflow
@@ -186,6 +207,7 @@ def run_training(data: Dataset, config: TrainingConfig, tracking: Tracking, log=
         )  # fmt: skip
         say(f"registered version {version}: {promotion.reason}")
         log_promotion(promotion)
+        mlflow.set_tag("mlflow.note.content", key_figures(scored, promotion, horizons) + "\n\n" + description)
         comparison = evaluation.comparison_markdown(scored.metrics, horizons)
         label = PlotLabel(
             f"{tracking.registered_model_name} v{version} and baselines", "test period", day(matrix.created_at.max())
