@@ -192,3 +192,23 @@ def test_intervals_read_as_intervals():
     assert interval_text(0.477, 0.0, 0.684) == "0.48 (0.00 to 0.68)"
     assert interval_text(float("nan"), float("nan"), float("nan")) == "none"
     assert interval_text(0.8, 0.8, 0.8) == "0.80"  # a run that logged no interval
+
+
+def test_a_home_without_sessions_and_labels_names_the_assets_to_materialize_first(home):
+    from engagement_pipeline.monitoring.checks import monitoring_checks
+
+    materialize([user_predictions], DAY)  # scored while the tables were there
+    with project_resources()["warehouse"].connect() as con:
+        con.execute("drop table labels")
+        con.execute("drop table sessions")
+    result = materialize([user_predictions, engagement_report, *monitoring_checks], DAY, raise_on_error=False)
+    failures = {e.step_key: e.step_failure_data.error.to_string() for e in result.all_events if e.is_step_failure}
+    assert set(failures) == {"engagement_report", "user_predictions_realized_quality"}, failures
+    for message in failures.values():
+        assert "MissingUpstreamError: The warehouse has no sessions, labels table yet" in message
+        assert "materialize `sessions`, `labels` first" in message
+    with project_resources()["warehouse"].connect() as con:
+        con.execute("drop table features")
+    scoring = materialize([user_predictions], DAY, raise_on_error=False)
+    failure = next(e for e in scoring.all_events if e.is_step_failure)
+    assert "materialize `features` first (in the Dagster UI, select it" in failure.step_failure_data.error.to_string()

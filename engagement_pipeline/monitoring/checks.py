@@ -70,17 +70,17 @@ def day_bounds(day: dt.date) -> tuple[dt.datetime, dt.datetime]:
 MONITORED_TABLES = ("classifications", "features", "sessions", "labels")  # what the checks and the report read
 
 
-def require_tables(con, day) -> None:
+def require_tables(con, day, tables: tuple[str, ...] = MONITORED_TABLES, reader: str = "the report and checks") -> None:
     """MissingUpstreamError naming the assets to materialize first, when the warehouse lacks a table read here."""
     from engagement_pipeline.transform.sql_models import MissingUpstreamError
 
     present = {name for (name,) in con.execute("select table_name from duckdb_tables()").fetchall()}
-    missing = [name for name in MONITORED_TABLES if name not in present]
+    missing = [name for name in tables if name not in present]
     if missing:
         raise MissingUpstreamError(
-            f"The warehouse has no {', '.join(missing)} table yet, which the report and checks of {day} read: "
-            f"materialize {', '.join(f'`{name}`' for name in missing)} first (in the Dagster UI, select them and "
-            "Materialize, or run `engagement run --exports DIR`)."
+            f"The warehouse has no {', '.join(missing)} table yet, which {reader} of {day} read: "
+            f"materialize {', '.join(f'`{name}`' for name in missing)} first (in the Dagster UI, select "
+            f"{'it' if len(missing) == 1 else 'them'} and Materialize, or run `engagement run --exports DIR`)."
         )
 
 
