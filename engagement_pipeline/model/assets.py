@@ -65,7 +65,10 @@ class TrainingResult:
 
     @property
     def run_url(self) -> str:
-        return f"http://127.0.0.1:5000/#/experiments/{self.experiment_id}/runs/{self.run_id}"
+        # workflowType: MLflow 3.17 shows the run in its model-training views (README, Models in MLflow)
+        return (
+            f"http://127.0.0.1:5000/#/experiments/{self.experiment_id}/runs/{self.run_id}?workflowType=machine_learning"
+        )
 
 
 def day(us: int) -> str:
