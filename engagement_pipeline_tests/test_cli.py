@@ -402,3 +402,21 @@ def test_a_small_real_export_trains_is_not_promoted_and_the_run_still_succeeds(t
     assert scored.returncode == 4, scored.stdout + scored.stderr
     assert "Traceback" not in scored.stderr and len(scored.stderr.splitlines()) <= 6
     assert scored.stderr.startswith("user_predictions: No `champion` version of the registered model")
+
+
+def test_a_long_silent_step_says_it_is_still_working():
+    import time
+
+    from engagement_pipeline.model.assets import heartbeat
+
+    started = time.perf_counter()
+    said, beats = [started], []
+    with heartbeat(said, beats.append, started, every_s=1.0):
+        time.sleep(3.5)  # one fit of a baseline that says nothing for longer than every_s
+    assert len(beats) >= 2 and all(b >= 1.0 for b in beats)
+    said, beats = [time.perf_counter()], []
+    with heartbeat(said, beats.append, started, every_s=1.0):
+        for _ in range(6):  # a step that speaks often enough on its own is left alone
+            time.sleep(0.4)
+            said[0] = time.perf_counter()
+    assert beats == []
