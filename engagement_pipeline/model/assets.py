@@ -15,6 +15,7 @@ The asset's metadata says it in words a person reads at a glance (rounded
 figures, "none yet", "better than logistic by 0.012 [0.004, 0.020]").
 """
 
+import contextlib
 import json
 import tempfile
 import time
@@ -228,6 +229,28 @@ def run_training(data: Dataset, config: TrainingConfig, tracking: Tracking, log=
     )  # fmt: skip
 
 
+@contextlib.contextmanager
+def heartbeat(said: list[float], speak, started: float, every_s: float = 25.0):
+    """While the block runs, `speak(seconds so far)` whenever nothing was said (`said[0]`) for `every_s`."""
+    import threading
+
+    stop = threading.Event()
+
+    def beat() -> None:
+        while not stop.wait(min(1.0, every_s / 4)):
+            if time.perf_counter() - said[0] >= every_s:
+                said[0] = time.perf_counter()
+                speak(said[0] - started)
+
+    thread = threading.Thread(target=beat, daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        thread.join()
+
+
 def fit_all_baselines(data: Dataset, split: Split, scaling, config: TrainingConfig, say):
     """The four baselines on the same split, saying which features they had to drop."""
     from engagement_pipeline.model.baselines import fit_baselines
@@ -243,10 +266,11 @@ def fit_all_baselines(data: Dataset, split: Split, scaling, config: TrainingConf
         remaining = f", about {left:.0f}s left" if done < total else f"; {said[0] - started:.0f}s in all"
         say(f"baselines {done}/{total} fitted: last {name} at {data.horizons[h]} min ({seconds:.0f}s{remaining})")
 
-    fitted = fit_baselines(
-        matrix.X, split.labels, split, scaling, matrix.feature_names, config.seed,
-        config.forest_max_train_rows, config.baseline_search_seconds, progress,
-    )  # fmt: skip
+    with heartbeat(said, lambda seconds: say(f"baselines: still fitting ({seconds:.0f}s in all so far)"), started):
+        fitted = fit_baselines(
+            matrix.X, split.labels, split, scaling, matrix.feature_names, config.seed,
+            config.forest_max_train_rows, config.baseline_search_seconds, progress,
+        )  # fmt: skip
     if fitted.dropped_features:
         say(f"baselines: dropped features with no observed value in train: {', '.join(fitted.dropped_features)}")
     return fitted
