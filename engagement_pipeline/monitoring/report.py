@@ -358,9 +358,11 @@ def build_report(
     notes = {
         "who_to_reach": (
             f"The volunteers active on {day} who are most likely to drift away and can be contacted (a Zooniverse "
-            f"user id), lowest probability first ({len(reach_rows)} of {int(reachable.sum())} shown). The histogram "
-            f"shows P(still working {horizon} min after their last classification) of all {len(day_p):,}."
-        ),
+            f"user id), lowest probability first ({len(reach_rows)} of {int(reachable.sum())} shown)."
+            if reach_rows
+            else f"No volunteer likely to drift away on {day} can be contacted from this export."
+        )
+        + f" The histogram shows P(still working {horizon} min after their last classification) of all {len(day_p):,}.",
         "dropoff": f"The share of work sessions still going m minutes after they started: those that started on {day} "
         f"against {dropoff.reference_label} (a session ends after a {dropoff.gap_minutes}-minute pause).",
         "realized_quality": (
