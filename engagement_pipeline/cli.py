@@ -11,11 +11,25 @@ run in the project's environment even when its bin/ is not on PATH.
 import argparse
 import datetime as dt
 import os
-import signal
-import subprocess
 import sys
 from pathlib import Path
 
+from engagement_pipeline.cli_checks import (
+    check_exports_option,
+    latest_complete_days,
+    not_promoted_lines,
+    scorable_days,
+)
+from engagement_pipeline.console import (
+    BUG,
+    DISK_FULL,
+    USAGE,
+    CommandFailed,
+    classify_failure,
+    say,
+    silence_library_noise,
+    wrapped,
+)
 from engagement_pipeline.ops.disk_space import (
     MIN_FREE_MB,
     WHAT_TO_DO,
@@ -55,6 +69,13 @@ RUN_FIELDS = (
     ("users_scored", "users scored"),
     ("path", "file"),
 )
+# rejected_rows shares the ingest's metadata: its line shows only what was rejected, so that the rows stored
+# are never read as rows rejected.
+# engagement_model's decision is said once, after the run: its line says only whether it was promoted.
+RUN_FIELDS_OF = {
+    "rejected_rows": (("rows_rejected_this_run", "rows rejected"),),
+    "engagement_model": (("epochs_run", "epochs"), ("registered_version", "version"), ("promoted", "promoted:")),
+}
 
 
 DAGSTER_YAML = """\
@@ -84,9 +105,10 @@ load_from:
 def check_home(settings: Settings) -> None:
     """Refuse a home that the sqlite stores cannot live in, before anything is created there."""
     if "?" in str(settings.home) or "#" in str(settings.home):
-        raise SystemExit(
+        raise CommandFailed(
+            USAGE,
             f"ENGAGEMENT_HOME={settings.home} contains '?' or '#', which sqlite URIs (the Dagster instance's "
-            "and MLflow's stores) cannot hold: choose a folder whose path has neither."
+            "and MLflow's stores) cannot hold: choose a folder whose path has neither.",
         )
 
 
@@ -96,8 +118,10 @@ def state_folders(settings: Settings) -> dict[str, Path]:
 
 
 def disk_full_exit(settings: Settings, min_free_mb: float, cause: str) -> SystemExit:
-    """The one message for a run that ran out of disk space, as the command's exit."""
-    return SystemExit(disk_full_message(state_folders(settings), cause.replace(WHAT_TO_DO, ""), min_free_mb))
+    """The one message for a run that ran out of disk space, as the command's exit (DISK_FULL)."""
+    return CommandFailed(
+        DISK_FULL, disk_full_message(state_folders(settings), cause.replace(WHAT_TO_DO, ""), min_free_mb)
+    )
 
 
 def prepare_dagster_home(settings: Settings) -> Path:
@@ -142,11 +166,12 @@ def summary_line(asset: str, metadata: dict) -> str:
         for key, label in fields:
             if key in metadata:
                 value = getattr(metadata[key], "value", metadata[key])
-                counted = isinstance(value, int) and not isinstance(value, bool)
+                value = {True: "yes", False: "no"}.get(value, value) if isinstance(value, bool) else value
+                counted = isinstance(value, int)
                 parts.append(f"{value:,} {label}" if counted else f"{label} {value}")
         return parts
 
-    table, run = described(TABLE_FIELDS), described(RUN_FIELDS)
+    table, run = described(TABLE_FIELDS), described(RUN_FIELDS_OF.get(asset, RUN_FIELDS))
     groups = table + ([("this run: " if table else "") + ", ".join(run)] if run else [])
     return f"  done: {asset}" + (f" ({'; '.join(groups)})" if groups else "")
 
@@ -157,23 +182,33 @@ def _materialize(
     partition_key: str | None = None,
     min_free_mb: float = MIN_FREE_MB,
     training: dict | None = None,
-) -> None:
+) -> dict[str, dict]:
     """Materialize the daily assets (scoring and its report, for one partition) or every other asset.
 
     The console shows the assets' INFO lines (their progress) rather than
-    Dagster's DEBUG event stream, then one summary line per asset. A step
-    that failed for lack of disk space ends the command with the disk-full message.
+    Dagster's event stream, and one `done:` line per asset as soon as it is
+    materialized (console.py). Returns each materialized asset's metadata. A
+    step that failed on an expected condition ends the command with its
+    message and exit code (console.EXIT_CODES); any other failure prints its
+    stack trace once and exits 1.
     """
     import dagster as dg
 
+    from engagement_pipeline.console import console_logger_def
     from engagement_pipeline.definitions import build_definitions
     from engagement_pipeline.ops.stalled_runs import fail_stalled_runs
     from engagement_pipeline.resources import resources_for
 
+    materialized: dict[str, dict] = {}
+
+    def done(asset: str, metadata: dict) -> None:
+        materialized[asset] = metadata
+        print(wrapped(summary_line(asset, metadata).strip(), "  ", "      "), flush=True)
+
     defs = build_definitions(resources_for(settings))
     daily = dg.AssetSelection.assets("user_predictions", "engagement_report")  # the day's file, then its report
     selection = daily if scoring else dg.AssetSelection.all() - daily
-    job = defs.resolve_implicit_global_asset_job_def()
+    job = defs.resolve_implicit_global_asset_job_def().with_logger_defs({"console": console_logger_def(done)})
     with open_dagster_instance(settings) as instance:
         for run_id in fail_stalled_runs(instance):
             print(f"  marked run {run_id} failed: its process is gone", flush=True)
@@ -181,69 +216,53 @@ def _materialize(
             instance=instance,
             asset_selection=list(selection.resolve(defs.resolve_asset_graph())),
             partition_key=partition_key,
-            run_config={"loggers": {"console": {"config": {"log_level": "INFO"}}}}
+            run_config={"loggers": {"console": {}}}
             | ({"ops": {"engagement_model": {"config": training}}} if training else {}),
             raise_on_error=False,
         )
-    for event in result.get_asset_materialization_events():
-        materialization = event.step_materialization_data.materialization
-        print(summary_line(materialization.asset_key.to_user_string(), materialization.metadata), flush=True)
     if not result.success:
-        reasons = [
-            f"{event.step_key}: {root_cause(event.step_failure_data.error)}"
-            for event in result.all_events
-            if event.is_step_failure
-        ]
-        full = [reason for reason in reasons if says_disk_full(reason, state_folders(settings), min_free_mb)]
-        if full:
-            raise disk_full_exit(settings, min_free_mb, f"run {result.run_id} failed in {full[0]}")
-        raise SystemExit(
-            f"Run {result.run_id} failed in "
-            + "; ".join(reasons or ["(no step failed: see the run)"])
-            + "\nSee the run in the Dagster UI (engagement dagster-ui)."
-        )
+        raise_run_failure(settings, result, min_free_mb)
+    return materialized
 
 
-def root_cause(error) -> str:
-    """The innermost message of a Dagster error chain (the asset's own exception, not Dagster's wrapper)."""
-    if error is None:
-        return "unknown error"
-    while error.cause is not None:
-        error = error.cause
-    return error.message.strip()
-
-
-def latest_complete_days(settings: Settings, days: int) -> list[str]:
-    """The last `days` UTC days that have classifications and are complete (valid partitions), oldest first."""
-    import duckdb
-
-    from engagement_pipeline.partitions import daily_partitions
-    from engagement_pipeline.resources import resources_for
-
-    with resources_for(settings)["warehouse"].connect() as con:
-        try:
-            rows = con.execute(
-                "select distinct cast(created_at as date)::varchar as day from classifications order by day desc"
-            ).fetchall()
-        except duckdb.CatalogException:  # nothing ingested yet
-            rows = []
-    complete = [day for (day,) in rows if daily_partitions.has_partition_key(day)]  # today is not a partition yet
-    return sorted(complete[:days])
+def raise_run_failure(settings: Settings, result, min_free_mb: float) -> None:
+    """End the command for a failed run: the first failed step's cause, its stack trace only if it is a bug."""
+    failures = [(event.step_key, event.step_failure_data.error) for event in result.all_events if event.is_step_failure]
+    if not failures:
+        raise CommandFailed(BUG, f"Run {result.run_id} failed (no step failed: see it in `engagement dagster-ui`).")
+    step, error = failures[0]
+    code, message, stack = classify_failure(step, error)
+    if code == DISK_FULL or says_disk_full(message, state_folders(settings), min_free_mb):
+        raise disk_full_exit(settings, min_free_mb, f"run {result.run_id} failed in {step}")
+    if code != BUG:
+        raise CommandFailed(code, f"{step}: {message}")
+    raise CommandFailed(
+        BUG,
+        f"{step} failed with an unexpected error (a bug; run {result.run_id} in `engagement dagster-ui` has the "
+        f"full log):\n{stack}{message}",
+    )
 
 
 def cmd_run(args) -> int:
     # the demo is the bundled sample, whatever the shell says
+    if args.command == "run":
+        check_exports_option(Path(args.exports))
     settings = args.settings.with_exports(None if args.command == "demo" else Path(args.exports))
     print(f"ENGAGEMENT_HOME={settings.home}")
     if args.command == "run":
         print_up_front_estimate(Path(args.exports), args.train)
     print("1/3 ingest, SQL models and training (every unpartitioned asset) ...", flush=True)
-    _materialize(settings, scoring=False, min_free_mb=args.min_free_mb, training=args.train)
+    materialized = _materialize(settings, scoring=False, min_free_mb=args.min_free_mb, training=args.train)
+    unpromoted = not_promoted_lines(settings, materialized.get("engagement_model"))
+    if unpromoted:
+        for line in unpromoted:
+            print(wrapped(line, "", "  "), flush=True)
+        return 0
     days = latest_complete_days(settings, args.score_days)
     for i, day in enumerate(days, 1):
         print(f"2/3 scoring {day} ({i}/{len(days)}) ...", flush=True)
         _materialize(settings, scoring=True, partition_key=day, min_free_mb=args.min_free_mb)
-    print(f"3/3 done. Predictions: {settings.home / 'predictions'}")
+    print(f"3/3 done. Predictions: {settings.home / 'predictions'}; reports: {settings.home / 'reports'}")
     print("Next: `engagement dagster-ui` and `engagement mlflow-ui` to look around.")
     return 0
 
@@ -311,29 +330,6 @@ def days_to_score(date: dt.date | None, start: dt.date | None, end: dt.date | No
     return [start + dt.timedelta(days=offset) for offset in range((end - start).days + 1)]
 
 
-def scorable_days(settings: Settings, days: list[dt.date]) -> list[dt.date]:
-    """`days`, or the last complete day with classifications; SystemExit naming the problem when there is none."""
-    from engagement_pipeline.partitions import daily_partitions
-
-    if not days:
-        latest = latest_complete_days(settings, 1)
-        if not latest:
-            raise SystemExit(
-                f"No complete UTC day with classifications in {settings.home / 'warehouse.duckdb'} yet: run "
-                "`engagement run --exports DIR` (or `engagement demo`) first, or name a day with --date D."
-            )
-        days = [dt.date.fromisoformat(latest[0])]
-    outside = [day for day in days if not daily_partitions.has_partition_key(day.isoformat())]
-    if outside:
-        keys = daily_partitions.get_partition_keys()
-        span = f"from {keys[0]} to {keys[-1]}" if keys else "none yet"
-        raise SystemExit(
-            f"{outside[0]} cannot be scored: the daily partitions run {span} (UTC days; today is not complete "
-            "yet, and ENGAGEMENT_PARTITIONS_START sets the first day)."
-        )
-    return days
-
-
 def cmd_score(args) -> int:
     settings = args.settings
     args.days = scorable_days(settings, args.days)
@@ -342,36 +338,6 @@ def cmd_score(args) -> int:
         _materialize(settings, scoring=True, partition_key=day.isoformat(), min_free_mb=args.min_free_mb)
     print(f"Predictions: {settings.home / 'predictions'}")
     return 0
-
-
-SERVER_STOP_TIMEOUT_S = 30
-
-
-def _exec(argv: list[str], environment: dict[str, str]) -> int:
-    """Run a server in the foreground until it exits, and stop it cleanly when we are stopped.
-
-    Ctrl-C in a terminal reaches the server too; a SIGTERM sent to this
-    process alone (a service manager, `kill`) is passed on as SIGINT, the
-    signal `dg dev` and `mlflow server` shut their own workers down on
-    (its `dagster dev` server ignores SIGTERM). Either way no traceback, and a server
-    that does not stop within SERVER_STOP_TIMEOUT_S is killed.
-    """
-    print("$ " + " ".join(argv), flush=True)
-    # A shell that starts us in the background (`engagement dagster-ui &`) sets SIGINT to "ignore",
-    # which the server would inherit and then never stop: give it the default disposition back.
-    process = subprocess.Popen(argv, env=environment, preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
-    previous = signal.signal(signal.SIGTERM, lambda signum, frame: process.send_signal(signal.SIGINT))
-    try:
-        try:
-            return process.wait()
-        except KeyboardInterrupt:
-            try:
-                return process.wait(timeout=SERVER_STOP_TIMEOUT_S)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                return process.wait()
-    finally:
-        signal.signal(signal.SIGTERM, previous)
 
 
 def mlflow_ui_command(settings: Settings, host: str, port: int, workers: int = 2) -> list[str]:
@@ -401,16 +367,52 @@ def dagster_ui_command(workspace: Path, host: str, port: int) -> list[str]:
     return [sys.executable, "-m", "dagster_dg_cli.cli", "dev", "-w", str(workspace), "-h", host, "-p", str(port)]
 
 
+ML_WORKFLOW = "workflowType=machine_learning"  # MLflow 3.17's UI picks GenAI or ML views by this, not by the tag
+
+
+def mlflow_start_url(settings: Settings, host: str, port: int) -> str:
+    """Where to open the MLflow UI: the `engagement` experiment's training runs, in the UI's machine-learning views.
+
+    MLflow 3.17.2's UI takes the experiment kind from its workflow type (the URL's `workflowType`, else
+    the browser's stored choice, "genai" in a fresh browser), not from the tag `mlflow.experimentKind`.
+    """
+    from engagement_pipeline.resources import resources_for
+
+    base = f"http://{'127.0.0.1' if host in ('0.0.0.0', '::') else host}:{port}"
+    tracking = resources_for(settings)["tracking"]
+    try:
+        experiment = (
+            tracking.client().get_experiment_by_name(tracking.experiment_name) if tracking.store_exists() else None
+        )
+    except Exception:  # a store not created yet, or unreadable: the server will say so
+        experiment = None
+    if experiment is None:
+        return f"{base}/#/experiments?{ML_WORKFLOW}"
+    return f"{base}/#/experiments/{experiment.experiment_id}/runs?{ML_WORKFLOW}"
+
+
 def cmd_mlflow_ui(args) -> int:
-    return _exec(mlflow_ui_command(args.settings, args.host, args.port), args.settings.child_environment())
+    from engagement_pipeline.ui_process import require_free_port
+    from engagement_pipeline.ui_process import run_server as _exec
+
+    require_free_port(args.host, args.port)  # before the imports of mlflow_ui_command (seconds)
+    environment = args.settings.child_environment()
+    print(f"Open {mlflow_start_url(args.settings, args.host, args.port)} (the training runs)", flush=True)
+    return _exec(mlflow_ui_command(args.settings, args.host, args.port), environment, args.host, args.port)
 
 
 def cmd_dagster_ui(args) -> int:
+    from engagement_pipeline.ui_process import require_free_port
+    from engagement_pipeline.ui_process import run_server as _exec
+
+    require_free_port(args.host, args.port)
     open_dagster_instance(args.settings).dispose()  # its storage created once, before the UI and daemon start
     workspace = prepare_dagster_home(args.settings) / "workspace.yaml"
     if not workspace.exists() or workspace.read_text() != WORKSPACE_YAML:
         workspace.write_text(WORKSPACE_YAML)
-    return _exec(dagster_ui_command(workspace, args.host, args.port), args.settings.child_environment())
+    environment = args.settings.child_environment()
+    silence_library_noise(environment)  # the runs it launches load models too
+    return _exec(dagster_ui_command(workspace, args.host, args.port), environment, args.host, args.port)
 
 
 def cmd_serve(args) -> int:
@@ -519,8 +521,24 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """The `engagement` command. Run as the script (argv None), an expected condition prints its message
+    and returns its exit code (console.EXIT_CODES); called with argv (tests), it raises CommandFailed."""
+    if argv is not None:
+        return run_command(argv)
+    try:
+        return run_command(argv)
+    except CommandFailed as failed:
+        if failed.exit_code == BUG:  # a stack trace keeps its own lines
+            print(failed.code, file=sys.stderr, flush=True)
+        else:
+            say(str(failed.code), file=sys.stderr)
+        return failed.exit_code
+
+
+def run_command(argv: list[str] | None) -> int:
     args = build_parser().parse_args(argv)
     args.settings = Settings.from_environment()
+    silence_library_noise()
     check_home(args.settings)
     os.umask(0o077)  # what this command and its children create (sqlite stores, runs, reports) is the owner's alone
     if args.command in ("demo", "run"):
@@ -533,9 +551,16 @@ def main(argv: list[str] | None = None) -> int:
     if args.command not in ("demo", "run", "score"):
         return args.func(args)
     # Before anything is created: a run on a full disk fails in sqlite or DuckDB at some arbitrary point.
-    require_free_space(state_folders(args.settings), args.min_free_mb)
+    try:
+        require_free_space(state_folders(args.settings), args.min_free_mb)
+    except CommandFailed:
+        raise
+    except SystemExit as refused:
+        raise CommandFailed(DISK_FULL, str(refused.code)) from None
     try:
         return args.func(args)
+    except CommandFailed:
+        raise
     except Exception as error:  # the disk filled up during the run (Dagster's own sqlite storage, say)
         cause = f"{type(error).__name__}: {error}"
         if is_disk_full(error) or says_disk_full(cause, state_folders(args.settings), args.min_free_mb):

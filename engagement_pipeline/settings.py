@@ -28,7 +28,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 DEFAULT_HOME = ".engagement"
-DEFAULT_PARTITIONS_START = "2015-01-01"
+DEFAULT_PARTITIONS_START = "2015-01-01"  # CONTRACT.md: the first year of Panoptes exports
 
 HOME_VARIABLE = "ENGAGEMENT_HOME"
 EXPORTS_VARIABLE = "ENGAGEMENT_EXPORTS_DIR"

@@ -174,7 +174,7 @@ def test_user_predictions_are_daily_utc_partitions_from_2015():
     partitions = defs.resolve_asset_graph().get(dg.AssetKey("user_predictions")).partitions_def
     assert isinstance(partitions, dg.DailyPartitionsDefinition)
     assert partitions.timezone == "UTC"
-    assert partitions.get_first_partition_key() == DEFAULT_PARTITIONS_START == "2015-01-01"
+    assert partitions.get_first_partition_key() == DEFAULT_PARTITIONS_START == "2015-01-01"  # CONTRACT.md
 
 
 def _fresh_import(tmp_path: Path, **env: str) -> dict:

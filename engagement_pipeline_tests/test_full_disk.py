@@ -19,6 +19,7 @@ import duckdb
 import pytest
 
 from engagement_pipeline.cli import main, prepare_dagster_home
+from engagement_pipeline.console import DISK_FULL
 from engagement_pipeline.ops.disk_space import DiskFullError
 from engagement_pipeline.resources import Warehouse
 from engagement_pipeline.settings import Settings
@@ -34,7 +35,12 @@ def digest(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
-def test_a_full_dagster_home_stops_the_command_with_the_folder_and_what_to_do(tmp_path, monkeypatch):
+def test_a_full_dagster_home_stops_the_command_with_the_folder_and_what_to_do(tmp_path, monkeypatch, warehouse):
+    from engagement_pipeline_tests.test_cli import ingest_days
+
+    exports = tmp_path / "exports"
+    exports.mkdir()
+    ingest_days(exports, warehouse, [SCORE_DAY])  # a day with data, so that the command starts a run
     dagster_home = tmp_path / "dagster-on-a-full-disk"
     with small_disk(dagster_home, 16):
         monkeypatch.setenv("DAGSTER_HOME", str(dagster_home))
@@ -52,7 +58,7 @@ def test_a_full_dagster_home_stops_the_command_with_the_folder_and_what_to_do(tm
 
         # The check off: the run starts and Dagster's own sqlite storage cannot write.
         result = engagement(["score", "--date", SCORE_DAY, "--min-free-mb", "0"], env)
-        assert result.returncode == 1, result.stdout + result.stderr
+        assert result.returncode == DISK_FULL, result.stdout + result.stderr
         assert "Traceback" not in result.stderr, result.stderr
         assert f"The disk is full: DAGSTER_HOME={dagster_home}:" in result.stderr, result.stderr
         assert "database or disk is full" in result.stderr.splitlines()[-1]  # the cause, on the last line
@@ -71,7 +77,7 @@ def test_a_full_engagement_home_fails_scoring_naming_the_file_and_keeps_what_was
         before = {path: digest(path) for path in (target, home / "warehouse.duckdb", home / "mlflow.db")}
 
         result = engagement(["score", "--date", SCORE_DAY, "--min-free-mb", "0"], env)
-        assert result.returncode == 1, result.stdout + result.stderr
+        assert result.returncode == DISK_FULL, result.stdout + result.stderr
         last_lines = result.stderr.strip().splitlines()[-4:]
         assert last_lines[0] == f"The disk is full: ENGAGEMENT_HOME={home}: 0 bytes free on its disk.", last_lines
         assert f"No space left on device to write the predictions file {target}" in last_lines[-1]

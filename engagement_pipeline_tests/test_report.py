@@ -48,17 +48,41 @@ def test_the_report_is_one_self_contained_page_with_every_section(home):
     assert "<script" not in page and "<link" not in page
     assert [p.name for p in page_path.parent.iterdir()] == ["report.html"]  # no temporary left behind
 
-    # who to reach: the day's lowest P(continue 10 min) first, by user_key, in that order
+    # who to reach: the volunteers in the lowest tenth of P(continue 10 min) of the scored volunteer-days (only
+    # this day is scored in this home), lowest first, those with a user id; the hashed ones only counted
     frame = (
         pq.read_table(project_resources()["storage"].prediction_file(DAY))
         .to_pandas()
         .sort_values(["p_continue_10m", "user_key"])
     )
+    threshold = np.quantile(frame["p_continue_10m"], 0.1)
+    flagged = frame[frame["p_continue_10m"] <= threshold]
+    reachable = flagged[~flagged["user_key"].str.startswith("h:")]
+    assert len(reachable)  # hashed keys among the flagged: test_the_drift_away_sentence_says_who_cannot_be_contacted
     who = page.split('<section id="who_to_reach">')[1].split("</section>")[0]
     listed = re.findall(r"<tr><td>([^<]+)</td><td>(0\.\d{3})</td>", who)
-    assert [key for key, _ in listed] == frame["user_key"].head(25).tolist()
-    assert [float(p) for _, p in listed] == pytest.approx(frame["p_continue_10m"].head(25).round(3).tolist())
+    assert [key for key, _ in listed] == reachable["user_key"].head(25).tolist()
+    assert [float(p) for _, p in listed] == pytest.approx(reachable["p_continue_10m"].head(25).round(3).tolist())
     assert "engagement-lstm v1" in page and DAY in page
+
+    # the first screen: four sentences, each naming its day, before any plot or metric name
+    lead = page.split('<section id="summary" class="lead">')[1].split("</section>")[0]
+    sentences = re.findall(r"<li[^>]*>([^<]+)</li>", lead)
+    assert len(sentences) == 4, sentences
+    assert sentences[0].startswith(f"On {DAY}, {len(frame)} volunteers were active (")
+    assert f"{len(flagged)} volunteers active on {DAY} are the most likely to drift away" in sentences[1]
+    hashed = len(flagged) - len(reachable)
+    expected = (
+        f"{len(reachable)} with a Zooniverse user id are listed below; {hashed} were not logged in"
+        if hashed
+        else "all have a Zooniverse user id and are listed below"
+    )
+    assert expected in sentences[1], sentences[1]
+    assert f"at or below {threshold:.3f}" in sentences[1]
+    assert "the latest day whose outcomes are all known" in sentences[2] and "tested" in sentences[2]
+    assert sentences[3].startswith(f"The inputs of {DAY} ")
+    assert "roc_auc" not in lead and "PSI" not in lead and "_ci_" not in lead
+    assert page.index('id="summary"') < page.index("<img")
 
 
 def test_the_report_metadata_carries_numbers_for_the_plots_tab_and_the_plots(home):
@@ -67,6 +91,8 @@ def test_the_report_metadata_carries_numbers_for_the_plots_tab_and_the_plots(hom
     p = pq.read_table(project_resources()["storage"].prediction_file(DAY)).column("p_continue_10m").to_numpy()
     assert metadata["active_users"].value == len(p)
     assert metadata["at_risk_users"].value == int(np.sum(p < 0.5))
+    assert metadata["likely_to_drift_away"].value == int(np.sum(p <= np.quantile(p, 0.1)))
+    assert metadata["drift_away_threshold"].value == pytest.approx(np.quantile(p, 0.1))
     for name in ("realized_roc_auc_10m", "realized_roc_auc_20m", "realized_roc_auc_30m", "max_psi"):
         assert isinstance(metadata[name], dg.FloatMetadataValue)
     assert 0.5 < metadata["realized_roc_auc_10m"].value < 1
@@ -80,7 +106,7 @@ def test_a_quiet_day_still_gets_a_page(home):
     day = "2025-12-25"  # after the data: nobody was active
     result = materialize([user_predictions, engagement_report], day)
     page = report_path(home / "reports", day).read_text()
-    assert "No volunteer was active this day." in page
+    assert f"On {day} no volunteer classified." in page
     assert result.asset_materializations_for_node("engagement_report")[0].metadata["active_users"].value == 0
 
 
@@ -110,3 +136,79 @@ def test_plots_are_png_even_with_nothing_to_draw():
     ]
     assert all(png.startswith(b"\x89PNG\r\n\x1a\n") and len(png) > 1_000 for png in empty)
     assert plots.stamp("engagement-lstm", 3, "2025-09-01") == "engagement-lstm v3 · 2025-09-01 (UTC)"
+
+
+def realized_day(realized: dict, test: dict, known: int = 500):
+    import datetime as dt
+
+    from engagement_pipeline.monitoring.checks import RealizedQuality
+
+    return RealizedQuality(
+        dt.date(2025, 9, 13), "engagement-lstm v1", [10, 20, 30], realized=realized, test=test,
+        known_outcomes={w: known for w in (10, 20, 30)},
+    )  # fmt: skip
+
+
+TESTED = {10: (0.78, 0.74, 0.81), 20: (0.80, 0.76, 0.83), 30: (0.81, 0.77, 0.84)}
+
+
+def test_the_quality_sentence_says_as_tested_or_where_the_model_did_worse():
+    from engagement_pipeline.monitoring.report_text import quality_sentence
+
+    day = "On 2025-09-13, the latest day whose outcomes are all known, "
+    as_tested = realized_day({10: (0.76, 0.60, 0.88), 20: (0.79, 0.66, 0.89), 30: (0.80, 0.58, 0.89)}, TESTED)
+    assert quality_sentence(as_tested) == day + "the model did as well as tested."
+    # the day: 20 min 0.477, its interval wholly under the test interval; 30 min too
+    worse = realized_day({10: (0.70, 0.60, 0.80), 20: (0.477, 0.40, 0.55), 30: (0.50, 0.41, 0.60)}, TESTED)
+    assert quality_sentence(worse).startswith(
+        day + "the model did worse than tested at 20 and 30 minutes; as tested at 10 minutes."
+    )
+    few = realized_day({w: (0.9, 0.0, 1.0) for w in (10, 20, 30)}, TESTED, known=3)
+    assert quality_sentence(few) == day + "too few volunteers stopped or went on to judge the model."
+
+
+def test_the_drift_away_sentence_says_who_cannot_be_contacted_and_states_the_rule():
+    from engagement_pipeline.monitoring.report_text import DriftAwayRule, contactable, drift_away_sentence
+
+    rule = DriftAwayRule(10, 0.0712, 0.1, 171, "2025-09-12", "2025-09-14")
+    keys = ["3223847", "h:d4f50318aa00bb11cc22dd33", "272519"]
+    assert contactable(keys).tolist() == [True, False, True]
+    sentence = drift_away_sentence("2025-09-14", rule, 3, 2)
+    assert sentence.startswith("3 volunteers active on 2025-09-14 are the most likely to drift away: 2 with a ")
+    assert (
+        "1 was not logged in (or the export has no user_id), and this export gives no way to contact them" in sentence
+    )
+    assert sentence.endswith(
+        "Rule: the lowest tenth of P(still working 10 minutes after their last classification) among the 171 "
+        "volunteer-days scored from 2025-09-12 to 2025-09-14: at or below 0.071."
+    )
+    all_hashed = drift_away_sentence("2025-09-14", rule, 2, 0)
+    assert "none has a Zooniverse user id" in all_hashed
+
+
+def test_intervals_read_as_intervals():
+    from engagement_pipeline.monitoring.report_text import interval_text
+
+    assert interval_text(0.477, 0.0, 0.684) == "0.48 (0.00 to 0.68)"
+    assert interval_text(float("nan"), float("nan"), float("nan")) == "none"
+    assert interval_text(0.8, 0.8, 0.8) == "0.80"  # a run that logged no interval
+
+
+def test_a_home_without_sessions_and_labels_names_the_assets_to_materialize_first(home):
+    from engagement_pipeline.monitoring.checks import monitoring_checks
+
+    materialize([user_predictions], DAY)  # scored while the tables were there
+    with project_resources()["warehouse"].connect() as con:
+        con.execute("drop table labels")
+        con.execute("drop table sessions")
+    result = materialize([user_predictions, engagement_report, *monitoring_checks], DAY, raise_on_error=False)
+    failures = {e.step_key: e.step_failure_data.error.to_string() for e in result.all_events if e.is_step_failure}
+    assert set(failures) == {"engagement_report", "user_predictions_realized_quality"}, failures
+    for message in failures.values():
+        assert "MissingUpstreamError: The warehouse has no sessions, labels table yet" in message
+        assert "materialize `sessions`, `labels` first" in message
+    with project_resources()["warehouse"].connect() as con:
+        con.execute("drop table features")
+    scoring = materialize([user_predictions], DAY, raise_on_error=False)
+    failure = next(e for e in scoring.all_events if e.is_step_failure)
+    assert "materialize `features` first (in the Dagster UI, select it" in failure.step_failure_data.error.to_string()

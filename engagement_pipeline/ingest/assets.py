@@ -166,7 +166,7 @@ def ingest_classifications(
         "classifications": {
             **common,
             "dagster/row_count": total,
-            # which days can be scored: the Materialize dialog of user_predictions offers every day since 2015
+            # which days can be scored: the Materialize dialog of user_predictions offers every day since ENGAGEMENT_PARTITIONS_START
             "first_day": first_day or "none yet",
             "last_day": last_day or "none yet",
             "days_with_data": days_with_data,

@@ -15,6 +15,7 @@ The asset's metadata says it in words a person reads at a glance (rounded
 figures, "none yet", "better than logistic by 0.012 [0.004, 0.020]").
 """
 
+import contextlib
 import json
 import tempfile
 import time
@@ -67,7 +68,10 @@ class TrainingResult:
 
     @property
     def run_url(self) -> str:
-        return f"http://127.0.0.1:5000/#/experiments/{self.experiment_id}/runs/{self.run_id}"
+        # workflowType: MLflow 3.17 shows the run in its model-training views (README, Models in MLflow)
+        return (
+            f"http://127.0.0.1:5000/#/experiments/{self.experiment_id}/runs/{self.run_id}?workflowType=machine_learning"
+        )
 
 
 def day(us: int) -> str:
@@ -93,19 +97,32 @@ def split_dataset(data: Dataset, config: TrainingConfig, say) -> tuple[Split, di
     return split, degenerate
 
 
+PROGRESS_EVERY_S = 10  # a long step says how far it is at least this often (between its own steps)
+
+
 def epoch_logger(horizons: list[int], config: TrainingConfig, say):
     """Per-epoch MLflow metrics (train_loss, val_loss, val_roc_auc_{W}m at step = epoch) and a log line."""
     import mlflow
 
+    explained: set[int] = set()
+
     def on_epoch(row: dict) -> None:
         aucs = {f"val_roc_auc_{w}m": row[f"val_roc_auc_{h}"] for h, w in enumerate(horizons)}
         mlflow.log_metrics({"train_loss": row["train_loss"], "val_loss": row["val_loss"], **aucs}, step=row["epoch"])
-        auc_text = ", ".join(f"val ROC-AUC {w}m {row[f'val_roc_auc_{h}']:.4f}" for h, w in enumerate(horizons))
-        which = " (the linear path alone)" if row["epoch"] == 0 else ""
+        values = [row[f"val_roc_auc_{h}"] for h in range(len(horizons))]
+        auc_text = ", ".join(f"{w}m {v:.3f}" if np.isfinite(v) else f"{w}m n/a" for w, v in zip(horizons, values))
+        which = " (linear path alone)" if row["epoch"] == 0 else ""
         say(
-            f"epoch {row['epoch']}/{config.epochs}{which}: train loss {row['train_loss']:.4f}, "
-            f"val loss {row['val_loss']:.4f}, {auc_text} ({row['seconds']:.1f}s)"
+            f"epoch {row['epoch']}/{config.epochs}{which}: loss {row['train_loss']:.4f} train, "
+            f"{row['val_loss']:.4f} val; val ROC-AUC {auc_text} ({row['seconds']:.1f}s)"
         )
+        undefined = [w for w, v in zip(horizons, values) if not np.isfinite(v) and w not in explained]
+        if undefined:
+            explained.update(undefined)
+            say(
+                f"val ROC-AUC at {', '.join(f'{w}' for w in undefined)} min is n/a: the validation rows hold only one "
+                "outcome there (no volunteer both stopped and kept going), so it cannot rank them; the loss still counts"
+            )
 
     return on_epoch
 
@@ -120,6 +137,27 @@ def run_description(data: Dataset, split: Split, config: TrainingConfig) -> str:
         "Per-epoch curves: `train_loss`, `val_loss` and `val_roc_auc_{W}m` (step = epoch; epoch 0 = the linear path "
         "alone). Test metrics: `test_roc_auc_{W}m` etc. with `_ci_low`/`_ci_high` (volunteer bootstrap 95%); "
         "`lift_roc_auc_{W}m` = LSTM minus the best baseline. Artifacts: model_card.md, roc/pr/calibration PNGs."
+    )
+
+
+def key_figures(scored, promotion, horizons: list[int]) -> str:
+    """The run's first lines in the MLflow UI (its description): test ROC-AUC per horizon, lift, the decision."""
+    m, lift = scored.metrics, evaluation.lift_sentences(scored)
+    rows = [
+        f"| {w} min | {m.get(f'test_roc_auc_{w}m', float('nan')):.3f} "
+        f"({m.get(f'test_roc_auc_{w}m_ci_low', float('nan')):.3f} to {m.get(f'test_roc_auc_{w}m_ci_high', float('nan')):.3f}) "
+        f"| LSTM {lift.get(w, 'not compared')} |"
+        for w in horizons
+    ]
+    decision = "**Promoted to champion.**" if promotion.promoted else "**Not promoted.**"
+    return "\n".join(
+        [
+            f"{decision} {promotion.reason}",
+            "",
+            "| horizon | test ROC-AUC (95% interval) | against the best baseline |",
+            "| --- | --- | --- |",
+            *rows,
+        ]
     )
 
 
@@ -155,7 +193,7 @@ def run_training(data: Dataset, config: TrainingConfig, tracking: Tracking, log=
         fitted = fit_all_baselines(data, split, scaling, config, say)
         baseline_seconds = time.perf_counter() - baselines_started
         predictions = {"lstm": p_lstm, **fitted.predictions}
-        scored = evaluate_run(data, split, predictions, config)
+        scored = evaluate_run(data, split, predictions, config, say)
         paths = path_words(model.path_choice, horizons)
         example = gather_windows(matrix, split.test[: min(8, len(split.test))], config.window)
         logged = registry.log_lstm(model, example, len(horizons))
@@ -173,6 +211,7 @@ def run_training(data: Dataset, config: TrainingConfig, tracking: Tracking, log=
             f"registered version {version}: {promotion.reason}"
         )
         log_promotion(promotion)
+        mlflow.set_tag("mlflow.note.content", key_figures(scored, promotion, horizons) + "\n\n" + description)
         comparison = evaluation.comparison_markdown(scored.metrics, horizons)
         label = PlotLabel(
             f"{tracking.registered_model_name} v{version} and baselines", "test period", day(matrix.created_at.max())
@@ -191,29 +230,73 @@ def run_training(data: Dataset, config: TrainingConfig, tracking: Tracking, log=
     )  # fmt: skip
 
 
+@contextlib.contextmanager
+def heartbeat(said: list[float], speak, started: float, every_s: float = 25.0):
+    """While the block runs, `speak(seconds so far)` whenever nothing was said (`said[0]`) for `every_s`."""
+    import threading
+
+    stop = threading.Event()
+
+    def beat() -> None:
+        while not stop.wait(min(1.0, every_s / 4)):
+            if time.perf_counter() - said[0] >= every_s:
+                said[0] = time.perf_counter()
+                speak(said[0] - started)
+
+    thread = threading.Thread(target=beat, daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        thread.join()
+
+
 def fit_all_baselines(data: Dataset, split: Split, scaling, config: TrainingConfig, say):
     """The four baselines on the same split, saying which features they had to drop."""
     from engagement_pipeline.model.baselines import fit_baselines
 
-    say("fitting baselines (key parameters chosen on validation)")
-    matrix = data.matrix
-    fitted = fit_baselines(
-        matrix.X, split.labels, split, scaling, matrix.feature_names, config.seed,
-        config.forest_max_train_rows, config.baseline_max_candidates, config.baseline_max_train_rows,
-    )  # fmt: skip
+    say("fitting baselines per horizon: logistic, boosted trees, random forest (tuned on validation)")
+    matrix, started, said = data.matrix, time.perf_counter(), [time.perf_counter()]
+
+    def progress(done: int, total: int, name: str, h: int, seconds: float) -> None:
+        if done < total and time.perf_counter() - said[0] < PROGRESS_EVERY_S:
+            return
+        said[0] = time.perf_counter()
+        left = (said[0] - started) / done * (total - done)
+        remaining = f", about {left:.0f}s left" if done < total else f"; {said[0] - started:.0f}s in all"
+        say(f"baselines {done}/{total} fitted: last {name} at {data.horizons[h]} min ({seconds:.0f}s{remaining})")
+
+    with heartbeat(said, lambda seconds: say(f"baselines: still fitting ({seconds:.0f}s in all so far)"), started):
+        fitted = fit_baselines(
+            matrix.X, split.labels, split, scaling, matrix.feature_names, config.seed,
+            config.forest_max_train_rows, config.baseline_max_candidates, config.baseline_max_train_rows, progress,
+        )  # fmt: skip
     if fitted.dropped_features:
         say(f"baselines: dropped features with no observed value in train: {', '.join(fitted.dropped_features)}")
     return fitted
 
 
-def evaluate_run(data: Dataset, split: Split, predictions: dict, config: TrainingConfig) -> evaluation.Evaluation:
+def evaluate_run(
+    data: Dataset, split: Split, predictions: dict, config: TrainingConfig, say=lambda message: None
+) -> evaluation.Evaluation:
     """Every model on the same test rows, intervals over the test period's volunteers."""
-    matrix = data.matrix
+    matrix, started, said = data.matrix, time.perf_counter(), [time.perf_counter()]
+    say(f"testing {len(predictions)} models on {len(split.test):,} test rows ({config.bootstrap_resamples} resamples)")
+
+    def progress(done: int, total: int) -> None:
+        if done < total and time.perf_counter() - said[0] < PROGRESS_EVERY_S:
+            return
+        said[0] = time.perf_counter()
+        left = (said[0] - started) / done * (total - done)
+        say(f"tested {done}/{total} horizons" + (f", about {left:.0f}s left" if done < total else ""))
+
     train_users = np.unique(matrix.user_start[split.train])
     new_user = ~np.isin(matrix.user_start[split.test], train_users)
     return evaluation.evaluate_models(
         predictions, split.labels[split.test], data.horizons, matrix.position_in_user[split.test], new_user,
         volunteer=matrix.user_start[split.test], n_resamples=config.bootstrap_resamples, seed=config.seed,
+        progress=progress,
     )  # fmt: skip
 
 

@@ -76,9 +76,15 @@ def fit_baselines(
     forest_max_train_rows: int = 100_000,
     max_candidates: int = 3,
     max_train_rows: int = 1_000_000,
+    progress=None,
 ) -> BaselineFit:
     """Fit each baseline per horizon (a seeded sample of train rows), choose its parameters on validation,
-    predict the test rows."""
+    predict the test rows.
+
+    `progress(done, total, name, horizon_index, seconds)` is called after each fit, so a long step is never silent.
+    """
+    import time
+
     from engagement_pipeline.model.lstm import Scaling, preprocess_tabular
 
     keep = observed_columns(X[split.train])
@@ -109,10 +115,15 @@ def fit_baselines(
         forest_rows = np.flatnonzero(known)
         if len(forest_rows) > forest_max_train_rows:
             forest_rows = np.sort(rng.choice(forest_rows, forest_max_train_rows, replace=False))
-        for name, fit in (("logistic", fit_logistic), ("gbdt", fit_gbdt), ("random_forest", fit_forest)):
+        for i, (name, fit) in enumerate(
+            (("logistic", fit_logistic), ("gbdt", fit_gbdt), ("random_forest", fit_forest))
+        ):
+            started = time.perf_counter()
             label, p_test = fit(data, seed, max_candidates, forest_rows=forest_rows, y_all=y_train)
             out.predictions[name][:, h] = p_test
             out.chosen.setdefault(name, {})[h] = label
+            if progress is not None:
+                progress(3 * h + i + 1, 3 * n_horizons, name, h, time.perf_counter() - started)
     return out
 
 

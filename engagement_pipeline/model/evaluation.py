@@ -225,6 +225,7 @@ def evaluate_models(
     volunteer: np.ndarray | None = None,
     n_resamples: int = DEFAULT_RESAMPLES,
     seed: int = 0,
+    progress=None,
 ) -> Evaluation:
     """Metrics of every model and horizon on the same test rows: `{prefix}test_{metric}_{W}m` (CONTRACT.md).
 
@@ -234,6 +235,7 @@ def evaluate_models(
     precision at 1% and 5%, ROC-AUC on volunteers never seen in training and on
     the lowest / highest quartile of history length. Then, per horizon,
     `lift_roc_auc_{W}m`: LSTM minus the best baseline (by point ROC-AUC), paired.
+    `progress(horizons_done, horizons)` is called after each horizon.
     """
     volunteer = np.arange(len(y_test)) if volunteer is None else volunteer
     resamples = Resamples.draw(volunteer, n_resamples, seed)
@@ -259,6 +261,8 @@ def evaluate_models(
                 metrics[key] = point
                 metrics[f"{key}_ci_low"], metrics[f"{key}_ci_high"] = interval(samples)
         metrics.update(lift(metrics, auc_samples, minutes, best))
+        if progress is not None:
+            progress(h + 1, len(horizons))
     return Evaluation(metrics, list(horizons), n_rows, resamples.n_volunteers, best)
 
 

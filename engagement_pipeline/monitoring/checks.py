@@ -25,6 +25,7 @@ the nightly scoring and the online server would (same windows, same model).
 """
 
 import datetime as dt
+import warnings
 from dataclasses import dataclass, field
 
 import dagster as dg
@@ -45,6 +46,14 @@ from engagement_pipeline.monitoring.drift import (
 from engagement_pipeline.partitions import daily_partitions
 from engagement_pipeline.resources import Tracking, Warehouse
 
+# Partitioned asset checks are a preview feature of Dagster 1.13, which says so on every load of the code
+# location (and every `engagement` command): README says it once, the console need not.
+warnings.filterwarnings(
+    "ignore",
+    message="Specifying a partitions_def on an AssetCheckSpec is currently in preview",
+    category=dg.PreviewWarning,
+)
+
 MICROS_PER_MINUTE = 60_000_000
 MIN_KNOWN_OUTCOMES = 30  # per horizon, with both outcomes present, to judge a day's ROC-AUC
 DAY = dt.timedelta(days=1)
@@ -56,6 +65,23 @@ DAY = dt.timedelta(days=1)
 def day_bounds(day: dt.date) -> tuple[dt.datetime, dt.datetime]:
     start = dt.datetime(day.year, day.month, day.day, tzinfo=dt.UTC)
     return start, start + DAY
+
+
+MONITORED_TABLES = ("classifications", "features", "sessions", "labels")  # what the checks and the report read
+
+
+def require_tables(con, day, tables: tuple[str, ...] = MONITORED_TABLES, reader: str = "the report and checks") -> None:
+    """MissingUpstreamError naming the assets to materialize first, when the warehouse lacks a table read here."""
+    from engagement_pipeline.transform.sql_models import MissingUpstreamError
+
+    present = {name for (name,) in con.execute("select table_name from duckdb_tables()").fetchall()}
+    missing = [name for name in tables if name not in present]
+    if missing:
+        raise MissingUpstreamError(
+            f"The warehouse has no {', '.join(missing)} table yet, which {reader} of {day} read: "
+            f"materialize {', '.join(f'`{name}`' for name in missing)} first (in the Dagster UI, select "
+            f"{'it' if len(missing) == 1 else 'them'} and Materialize, or run `engagement run --exports DIR`)."
+        )
 
 
 def read_day_inputs(con, day: dt.date) -> FeatureMatrix:
@@ -208,6 +234,7 @@ def realized_quality(
     version = version or find_champion(tracking)
     model = f"{version.name} v{version.version}"
     with con_factory() as con:
+        require_tables(con, on_or_before)
         day = latest_labelled_day(con, on_or_before, version.horizons)
         data = read_labelled_day(con, day, version.window, version.horizons) if day else None
     client = tracking.client()

@@ -108,8 +108,13 @@ def empty_panel(ax, message: str) -> None:
 
 
 @styled
-def at_risk_png(p_continue: np.ndarray, horizon: int, n_listed: int, subtitle: str) -> bytes:
-    """Histogram of the day's volunteers by P(still working `horizon` min after their last classification)."""
+def at_risk_png(
+    p_continue: np.ndarray, horizon: int, n_listed: int, subtitle: str, threshold: float | None = None
+) -> bytes:
+    """Histogram of the day's volunteers by P(still working `horizon` min after their last classification).
+
+    The line marks `threshold` (the report's drift-away rule) when given, else the `n_listed` lowest.
+    """
     fig, axes = new_figure("Who is drifting away", subtitle, width=6.0)
     ax = axes[0, 0]
     p = np.asarray(p_continue, dtype=np.float64)
@@ -118,7 +123,13 @@ def at_risk_png(p_continue: np.ndarray, horizon: int, n_listed: int, subtitle: s
         return finish(fig)
     bins = np.linspace(0, 1, 21)
     ax.hist(p, bins=bins, color=DAY, alpha=0.85)
-    if 0 < n_listed <= len(p):
+    if threshold is not None and np.isfinite(threshold):
+        flagged = int(np.sum(p <= threshold))
+        ax.axvline(threshold, color=ALARM, linestyle="--", linewidth=1.2)
+        ax.text(
+            threshold, ax.get_ylim()[1] * 0.95, f" {flagged} likely to drift away", color=ALARM, fontsize=8, va="top"
+        )
+    elif 0 < n_listed <= len(p):
         cut = np.sort(p)[n_listed - 1]
         ax.axvline(cut, color=ALARM, linestyle="--", linewidth=1.2)
         ax.text(cut, ax.get_ylim()[1] * 0.95, f" the {n_listed} listed", color=ALARM, fontsize=8, va="top")

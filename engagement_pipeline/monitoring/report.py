@@ -32,33 +32,50 @@ from pydantic import Field
 from engagement_pipeline.model.registry import ChampionVersion, find_champion, registered_version
 from engagement_pipeline.model.windows import quote_identifier
 from engagement_pipeline.monitoring.checks import (
-    RealizedQuality,
     day_bounds,
     read_day_inputs,
     realized_markdown,
     realized_quality,
+    require_tables,
 )
 from engagement_pipeline.monitoring.drift import (
     PSI_THRESHOLD,
-    DriftResult,
     NoDriftReferenceError,
     load_drift_reference,
     matrix_drift,
 )
+from engagement_pipeline.monitoring.report_text import (
+    DriftAwayRule,
+    activity_sentence,
+    contactable,
+    details_html,
+    drift_away_sentence,
+    inputs_sentence,
+    interval_text,
+    quality_sentence,
+    table_html,
+)
 from engagement_pipeline.ops.atomic_files import remove_leftovers, replacing
 from engagement_pipeline.partitions import daily_partitions
 from engagement_pipeline.resources import Storage, Tracking, Warehouse
+from engagement_pipeline.transform.sql_models import MissingUpstreamError
 
 SQL = Path(__file__).with_name("sql")
 REPORT_NAME = "report.html"
+MAX_FLAGGED = 5_000  # volunteers read for the drift-away list (the day's file, most at risk first)
 
 
 class ReportConfig(dg.Config):
-    listed: int = Field(25, description="Volunteers listed under 'who to reach' (the most at risk first).")
+    listed: int = Field(25, description="Volunteers listed under 'who to reach' (the most likely to drift away first).")
     at_risk_below: float = Field(
         0.5, description="A volunteer counts as at risk (`at_risk_users`) when P(continue) at the shortest horizon "
         "is below this.",
     )  # fmt: skip
+    drift_away_quantile: float = Field(
+        0.1, description="Likely to drift away: P(continue) at the shortest horizon at or below this quantile of the "
+        "project's recent volunteer-days (drift_away_days).",
+    )  # fmt: skip
+    drift_away_days: int = Field(28, description="The recent days (the report's day included) that quantile spans.")
     dropoff_max_minutes: int = Field(120, description="Drop-off curve: up to this many minutes into a session.")
     reference_days: int = Field(
         28, description="Drop-off reference when the champion records no training period: this many days before."
@@ -126,6 +143,24 @@ def who_to_reach(con, predictions: Path, horizon: int, listed: int):
         con.execute("drop view day_predictions")
 
 
+def drift_away_rule(con, predictions: Path, day: str, horizon: int, config: ReportConfig) -> DriftAwayRule:
+    """The project's threshold for "likely to drift away" on `day` (sql/drift_away_threshold.sql)."""
+    first = dt.date.fromisoformat(day) - dt.timedelta(days=config.drift_away_days - 1)
+    variables = {
+        "files": str(predictions / "date=*" / "predictions.parquet"),
+        "column": f"p_continue_{horizon}m",
+        "first_day": first,
+        "last_day": dt.date.fromisoformat(day),
+        "quantile": config.drift_away_quantile,
+    }
+    set_variables(con, "drift_away_", variables)
+    [(threshold, volunteer_days, first_day)] = con.execute((SQL / "drift_away_threshold.sql").read_text()).fetchall()
+    return DriftAwayRule(
+        horizon, float(threshold) if threshold is not None else float("nan"), config.drift_away_quantile,
+        int(volunteer_days), first_day or day, day,
+    )  # fmt: skip
+
+
 def read_dropoff(con, day: dt.date, horizon: int, reference_us: tuple[int, int] | None, config: ReportConfig):
     start, end = day_bounds(day)
     if reference_us is not None:
@@ -173,60 +208,41 @@ def png_tag(png: bytes, alt: str) -> str:
     return f'<img alt="{html.escape(alt)}" src="data:image/png;base64,{base64.b64encode(png).decode()}">'
 
 
-def table_html(header: list[str], rows: list[list[str]]) -> str:
-    head = "".join(f"<th>{html.escape(h)}</th>" for h in header)
-    body = "".join("<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in row) + "</tr>" for row in rows)
-    return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
-
-
 PAGE_STYLE = """
 body { font-family: 'DejaVu Sans', Helvetica, Arial, sans-serif; margin: 2em auto; max-width: 72em; color: #222; }
 h1 { margin-bottom: 0.1em; } .stamp { color: #555; margin-top: 0; }
+.lead { font-size: 1.15em; line-height: 1.5; background: #f6f8fb; border-left: 4px solid #1f5fa8; padding: 0.6em 1.2em; }
+.lead li { margin: 0.35em 0; } .lead .warn { color: #c0392b; }
 section { margin: 2em 0; } img { max-width: 100%; border: 1px solid #eee; }
 table { border-collapse: collapse; font-size: 0.9em; } th, td { padding: 0.25em 0.7em; border-bottom: 1px solid #ddd; }
-th { text-align: left; background: #f4f4f4; } .warn { color: #c0392b; font-weight: bold; } .ok { color: #1f5fa8; }
-.numbers span { display: inline-block; margin-right: 2em; } .numbers b { font-size: 1.3em; }
+th { text-align: left; background: #f4f4f4; } .note { color: #555; font-size: 0.9em; }
+.numbers span { display: inline-block; margin-right: 2em; } .numbers b { font-size: 1.2em; }
 """
 
 
 def render_html(
     day: str,
     model: str,
-    numbers: dict[str, str],
-    at_risk_rows: list[list[str]],
+    lead: list[tuple[str, bool]],
+    reach_rows: list[list[str]],
+    horizon: int,
     plots: dict[str, bytes],
     notes: dict[str, str],
-    realized: RealizedQuality,
-    drift: DriftResult | None,
+    details: dict,
 ) -> str:
-    """The whole page: inline CSS, images as data URIs, nothing fetched from anywhere."""
-    number_html = "".join(f"<span>{html.escape(k)}<br><b>{html.escape(v)}</b></span>" for k, v in numbers.items())
-    at_risk = table_html(
-        ["user_key", "P(continue)", "last classification (UTC)", "classifications that day",
+    """The whole page: the lead sentences first, then who to reach, the plots, and the details; nothing fetched."""
+    items = [f"<li{' class=warn' if warn else ''}>{html.escape(text)}</li>" for text, warn in lead]
+    lead_html = "".join(items)
+    reach = table_html(
+        ["user_key", f"P(still working {horizon} min)", "last classification (UTC)", "classifications that day",
          "session so far: classifications", "session so far: minutes"],
-        at_risk_rows,
-    ) if at_risk_rows else "<p>No volunteer was active this day.</p>"  # fmt: skip
-    realized_rows = [
-        [f"{w} min"]
-        + [f"{v:.3f}" for v in realized.realized.get(w, (np.nan,) * 3)]
-        + [f"{v:.3f}" for v in realized.test.get(w, (np.nan,) * 3)]
-        + [f"{realized.known_outcomes.get(w, 0):,}"]
-        for w in realized.horizons
-    ]
-    drift_rows = [
-        [
-            d.name,
-            f"{d.psi:.3f}",
-            f"{d.limit:.3f}",
-            "DRIFTED" if d.drifted else ("yes" if d.judged else d.why_not_judged),
-        ]
-        for d in (drift.inputs if drift is not None else [])
-    ]
+        reach_rows,
+    ) if reach_rows else ""  # fmt: skip
 
-    def section(key: str, title: str, body: str) -> str:
+    def section(key: str, title: str, body: str = "") -> str:
         image = png_tag(plots[key], title) if key in plots else ""
         note = f"<p>{html.escape(notes[key])}</p>" if notes.get(key) else ""
-        return f'<section id="{key}"><h2>{html.escape(title)}</h2>{note}{image}{body}</section>'
+        return f'<section id="{key}"><h2>{html.escape(title)}</h2>{note}{body}{image}</section>'
 
     return f"""<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8"><title>Engagement report {html.escape(day)}</title>
@@ -234,20 +250,12 @@ def render_html(
 <h1>Engagement report for {html.escape(day)}</h1>
 <p class="stamp">{html.escape(model)} · day {html.escape(day)} (UTC) ·
 generated {dt.datetime.now(dt.UTC):%Y-%m-%d %H:%M} UTC</p>
-<div class="numbers">{number_html}</div>
-{section("who_to_reach", "Who to reach", at_risk)}
-{section("dropoff", "Drop-off", "")}
-{
-        section(
-            "realized_quality",
-            "Realized quality",
-            table_html(
-                ["horizon", "realized ROC-AUC", "low", "high", "test ROC-AUC", "low", "high", "known outcomes"],
-                realized_rows,
-            ),
-        )
-    }
-{section("drift", "Drift", table_html(["input", "PSI", "limit", "judged"], drift_rows) if drift_rows else "")}
+<section id="summary" class="lead"><ul>{lead_html}</ul></section>
+{section("who_to_reach", "Who to reach", reach)}
+{section("dropoff", "How long sessions lasted")}
+{section("realized_quality", "Did the model do as well as tested?")}
+{section("drift", "Do the inputs look like the training data?")}
+<section id="details"><h2>Details</h2>{details_html(details)}</section>
 </body></html>
 """
 
@@ -294,7 +302,7 @@ def build_report(
     horizon = version.horizons[0]
     file = predictions_file(predictions, day)
     if not file.exists():
-        raise FileNotFoundError(f"{file} does not exist: materialize `user_predictions` for {day} first")
+        raise MissingUpstreamError(f"{file} does not exist: materialize `user_predictions` for {day} first")
     day_p = pq.read_table(file, columns=[f"p_continue_{horizon}m"]).column(0).to_numpy()
     try:
         reference = load_drift_reference(tracking.client(), version.name, version.version)
@@ -303,14 +311,16 @@ def build_report(
         reference, reference_note = None, str(error)
 
     with warehouse.connect(log=log) as con:
-        at_risk = who_to_reach(con, file, horizon, config.listed)
+        require_tables(con, day)
+        rule = drift_away_rule(con, predictions, day, horizon, config)
+        at_risk = who_to_reach(con, file, horizon, MAX_FLAGGED)
         dropoff = read_dropoff(con, date, max(version.horizons), (reference or {}).get("train_period_us"), config)
         day_matrix = read_day_inputs(con, date)
     drift = matrix_drift(reference, day_matrix) if reference is not None else None
     realized = realized_quality(lambda: warehouse.connect(log=log), tracking, date, log, version=version)
 
     figures = {
-        "who_to_reach": plots.at_risk_png(day_p, horizon, min(config.listed, len(day_p)), subtitle),
+        "who_to_reach": plots.at_risk_png(day_p, horizon, min(config.listed, len(day_p)), subtitle, rule.threshold),
         "dropoff": plots.dropoff_png(
             dropoff.minutes, dropoff.day_share, dropoff.reference_share, dropoff.day_sessions,
             dropoff.reference_sessions, dropoff.reference_label, dropoff.gap_minutes, subtitle,
@@ -329,8 +339,14 @@ def build_report(
         )  # fmt: skip
 
     at_risk_users = int(np.sum(day_p < config.at_risk_below))
+    rows = at_risk_table_rows(at_risk)
+    flagged = [row for row, p in zip(rows, at_risk.column("p_continue").to_numpy()) if p <= rule.threshold]
+    reachable = contactable([row[0] for row in flagged])
     metadata: dict[str, float | int | str] = {
         "active_users": len(day_p),
+        "likely_to_drift_away": len(flagged),
+        "likely_to_drift_away_contactable": int(reachable.sum()),
+        "drift_away_threshold": rule.threshold,
         "at_risk_users": at_risk_users,
         f"mean_p_continue_{horizon}m": float(day_p.mean()) if len(day_p) else float("nan"),
         "sessions_started": dropoff.day_sessions,
@@ -339,38 +355,75 @@ def build_report(
         "max_psi": drift.max_psi if drift is not None else float("nan"),
         "drifted_inputs": len(drift.offending) if drift is not None else 0,
         "realized_day": str(realized.day) if realized.day else "none yet",
+        "model_worse_than_tested": len(realized.below_test),
     }
     for w in realized.horizons:
         metadata[f"realized_roc_auc_{w}m"] = realized.realized.get(w, (float("nan"),))[0]
     for w, brier in realized.brier.items():
         metadata[f"realized_brier_{w}m"] = brier
 
+    worse = bool(realized.below_test)
+    moved = drift is not None and bool(drift.offending)
+    lead = [
+        (activity_sentence(day, len(day_p), len(day_matrix)), False),
+        (drift_away_sentence(day, rule, len(flagged), int(reachable.sum())), False),
+        (quality_sentence(realized), worse),
+        (inputs_sentence(day, drift, reference_note), moved),
+    ]
+    reach_rows = [row for row, ok in zip(flagged, reachable) if ok][: config.listed]
     notes = {
-        "who_to_reach": f"The {min(config.listed, len(day_p))} volunteers active on {day} with the lowest "
-        f"P(still working {horizon} min after their last classification), of {len(day_p):,}. "
-        f"{at_risk_users:,} of them are below {config.at_risk_below}.",
-        "dropoff": f"Sessions under the {dropoff.gap_minutes}-minute gap rule that started on {day}, against "
-        f"{dropoff.reference_label}.",
+        "who_to_reach": (
+            f"The volunteers active on {day} who are most likely to drift away and can be contacted (a Zooniverse "
+            f"user id), lowest probability first ({len(reach_rows)} of {int(reachable.sum())} shown)."
+            if reach_rows
+            else f"No volunteer likely to drift away on {day} can be contacted from this export."
+        )
+        + f" The histogram shows P(still working {horizon} min after their last classification) of all {len(day_p):,}.",
+        "dropoff": f"The share of work sessions still going m minutes after they started: those that started on {day} "
+        f"against {dropoff.reference_label} (a session ends after a {dropoff.gap_minutes}-minute pause).",
         "realized_quality": (
             realized.note
             or f"Every classification of {realized.day} (the latest day whose outcomes are all known), scored by "
-            f"{realized.model}, against its test interval ({realized.test_interval_source})."
+            f"{realized.model}: how well it told apart those who stopped from those who went on (ROC-AUC: 0.5 is "
+            "chance, 1 perfect), against the same measure when the model was tested."
         ),
         "drift": reference_note
         or (
-            f"{drift.n_rows:,} classifications by {drift.n_volunteer_days:,} volunteers on {day}. An input "
-            f"drifted when its PSI exceeds {PSI_THRESHOLD} and the noise floor of the day's effective sample size "
-            f"(the limit); {len(drift.offending)} did."
+            f"How far each input of {day}'s {drift.n_rows:,} classifications moved from the training data "
+            f"(PSI); an input has moved when it passes its limit, which grows when the day has few volunteers."
         ),
     }
-    numbers = {
-        "active volunteers": f"{len(day_p):,}",
-        "at risk": f"{at_risk_users:,}",
-        f"realized ROC-AUC {horizon} min": f"{metadata[f'realized_roc_auc_{horizon}m']:.3f}",
-        "max PSI": f"{metadata['max_psi']:.2f}",
-        "inputs drifted": str(metadata["drifted_inputs"]),
+    extreme = any(
+        np.isfinite(r[1]) and (r[1] < 0.05 or r[2] > 0.95)
+        for r in [*realized.realized.values(), *realized.test.values()]
+    )
+    details = {
+        "numbers": {
+            "active volunteers": f"{len(day_p):,}",
+            f"below {config.at_risk_below} (at_risk_users)": f"{at_risk_users:,}",
+            "drift-away threshold": f"{rule.threshold:.3f}",
+            f"realized ROC-AUC {horizon} min, outcomes of {realized.day or '-'}": interval_text(
+                *realized.realized.get(horizon, (np.nan,) * 3)
+            ),
+            "max PSI": f"{metadata['max_psi']:.2f}",
+            "inputs moved": str(metadata["drifted_inputs"]),
+        },
+        "realized": realized,
+        "drift": drift,
+        "hashed": [row[0] for row, ok in zip(flagged, reachable) if not ok],
+        "quality_note": (
+            "Intervals are 95% bootstrap intervals over volunteers. The test interval is "
+            f"{realized.test_interval_source or 'not logged'}. The model did worse than tested at a horizon when "
+            "the day's whole interval lies below the test interval."
+            + (
+                " An interval reaching 0.00 or 1.00 is not an error: with few volunteers, resampling them gives "
+                "extreme values, and the day is too small to say much."
+                if extreme
+                else ""
+            )
+        ),
     }
-    page = render_html(day, model, numbers, at_risk_table_rows(at_risk), figures, notes, realized, drift)
+    page = render_html(day, model, lead, reach_rows, horizon, figures, notes, details)
     metadata["realized_quality"] = dg.MetadataValue.md(realized_markdown(realized))
     return page, metadata, figures
 

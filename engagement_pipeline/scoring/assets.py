@@ -23,6 +23,7 @@ from pydantic import Field
 from engagement_pipeline.model.evaluation import markdown_table
 from engagement_pipeline.model.registry import Champion, find_champion, load_model
 from engagement_pipeline.model.windows import FeatureMatrix, gather_windows, load_feature_matrix
+from engagement_pipeline.monitoring.checks import require_tables
 from engagement_pipeline.ops.atomic_files import remove_leftovers, replacing
 from engagement_pipeline.partitions import daily_partitions
 from engagement_pipeline.resources import Storage, Tracking, Warehouse
@@ -194,6 +195,7 @@ def user_predictions(
     with ThreadPoolExecutor(max_workers=1) as pool:
         loading = pool.submit(load_model, version)
         with warehouse.connect(log=context.log) as con:
+            require_tables(con, day, ("classifications", "features"), "the scoring")
             matrix, active = read_day(con, day_span.start, day_span.end, version.window)
             active_users, first_day, last_day = con.execute(
                 "select count(distinct user_key) filter (created_at >= ? and created_at < ?),"
