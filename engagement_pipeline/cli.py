@@ -40,6 +40,8 @@ common jobs:
   engagement dagster-ui                 the Dagster UI and daemon on http://127.0.0.1:3000
   engagement mlflow-ui                  the MLflow UI on the project's store, http://127.0.0.1:5000
   engagement serve                      score raw export rows online, http://127.0.0.1:5001/invocations
+  engagement deploy up|status|down      PostgreSQL, an MLflow server and the Dagster daemon and UI for the
+                                        home: the nights then run by themselves (README, Deploy)
 """
 
 # What a run prints per asset when it is done, when the asset reports it: the table as it
@@ -130,6 +132,7 @@ def _materialize(
     import dagster as dg
 
     from engagement_pipeline.definitions import build_definitions
+    from engagement_pipeline.ops.run_host import HOST_TAG, this_host
     from engagement_pipeline.ops.stalled_runs import fail_stalled_runs
     from engagement_pipeline.resources import resources_for
 
@@ -144,6 +147,7 @@ def _materialize(
             instance=instance,
             asset_selection=list(selection.resolve(defs.resolve_asset_graph())),
             partition_key=partition_key,
+            tags={HOST_TAG: this_host()},
             run_config={"loggers": {"console": {"config": {"log_level": "INFO"}}}},
             raise_on_error=False,
         )
@@ -422,6 +426,10 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1: this machine only)")
     sub.add_argument("--port", type=int, default=5001, help="port (default 5001)")
     sub.set_defaults(func=cmd_serve)
+
+    from engagement_pipeline.deploy.command import add_parser as add_deploy_parser
+
+    add_deploy_parser(commands)
     return parser
 
 
