@@ -335,11 +335,30 @@ def dagster_ui_command(host: str, port: int) -> list[str]:
     return [sys.executable, "-m", "dagster_dg_cli.cli", "dev", "-w", str(workspace), "-h", host, "-p", str(port)]
 
 
+def deployed_elsewhere(settings: Settings, what: str) -> int | None:
+    """On a deployed home, the UIs run already (`engagement deploy up`): say where, start nothing (a second
+    Dagster daemon on the same storage would run every schedule twice)."""
+    from engagement_pipeline.deploy.command import Layout
+    from engagement_pipeline.deploy.services import load
+
+    recorded = load(Layout(settings).state)
+    if not recorded:
+        return None
+    service = recorded[what]
+    state = "running" if service.running() else "recorded but not running (`engagement deploy up`)"
+    print(f"{settings.home} is deployed: its {what} is {service.address}, {state}. See `engagement deploy status`.")
+    return 0
+
+
 def cmd_mlflow_ui(args) -> int:
+    if (deployed := deployed_elsewhere(args.settings, "mlflow")) is not None:
+        return deployed
     return _exec(mlflow_ui_command(args.settings, args.host, args.port), args.settings.child_environment())
 
 
 def cmd_dagster_ui(args) -> int:
+    if (deployed := deployed_elsewhere(args.settings, "webserver")) is not None:
+        return deployed
     prepare_dagster_home(args.settings)
     return _exec(dagster_ui_command(args.host, args.port), args.settings.child_environment())
 

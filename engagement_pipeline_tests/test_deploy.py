@@ -314,3 +314,21 @@ def test_a_run_killed_with_the_daemon_is_marked_failed_and_the_next_tick_runs(de
     assert run.status == dg.DagsterRunStatus.FAILURE, "the killed run still claims to run"
     after_kill = time.time()
     deployment.wait_for_run("refresh_warehouse", dg.DagsterRunStatus.SUCCESS, 240, after=after_kill)
+
+
+def test_the_uis_of_a_deployed_home_are_named_not_started_twice(engagement_home, capsys):
+    from engagement_pipeline import cli
+    from engagement_pipeline.ops.stalled_runs import _process_start_time
+
+    me = os.getpid()
+    recorded = {
+        name: services.Service(name, me, _process_start_time(me), f"http://127.0.0.1:{port}", "log")
+        for name, port in (("mlflow", 41111), ("webserver", 42222))
+    }
+    state = engagement_home / "deploy" / "state.json"
+    state.parent.mkdir(parents=True)
+    services.save(state, recorded)
+    assert cli.main(["mlflow-ui"]) == 0  # returns at once: no second server on the deployment's store
+    assert cli.main(["dagster-ui"]) == 0  # no second daemon running every schedule twice
+    out = capsys.readouterr().out
+    assert "http://127.0.0.1:41111, running" in out and "http://127.0.0.1:42222, running" in out
