@@ -12,6 +12,7 @@ still be known: then only the record is refreshed).
 from __future__ import annotations
 
 import hashlib
+import os
 from collections.abc import Callable
 from pathlib import Path
 
@@ -32,6 +33,11 @@ def quick_fingerprint(path: Path) -> tuple[int, int, str]:
     return stat.st_size, stat.st_mtime_ns, digest.hexdigest()
 
 
+def path_key(path: Path) -> str:
+    """The file's absolute path as stored: a name that is not UTF-8 keeps its bytes as \\xNN escapes."""
+    return os.fsencode(str(path.resolve())).decode("utf-8", "backslashreplace")
+
+
 def scan_unknown(
     con, files: list[Path], known_digests: set[str], run_sql, scan: Callable[[Path], FileScan]
 ) -> tuple[dict[Path, FileScan], dict[Path, tuple[int, int, str]], int]:
@@ -45,7 +51,7 @@ def scan_unknown(
     for path in files:
         fingerprint = quick_fingerprint(path)
         fingerprints[path] = fingerprint
-        previous = recorded.get(str(path.resolve()))
+        previous = recorded.get(path_key(path))
         if previous is not None and previous[:3] == fingerprint and previous[3] in known_digests:
             scans[path] = FileScan(previous[3], None, False)  # recognised: never read
             recognised += 1
@@ -58,7 +64,7 @@ def record_fingerprints(con, scans, fingerprints, run_sql) -> None:
     """Remember the fingerprint of every file whose content is now stored, for the next night."""
     stored = {row[0] for row in run_sql(con, "known_files").fetchall()}
     rows = [
-        (str(path.resolve()), *fingerprints[path], scan.sha256) for path, scan in scans.items() if scan.sha256 in stored
+        (path_key(path), *fingerprints[path], scan.sha256) for path, scan in scans.items() if scan.sha256 in stored
     ]
     if rows:
         con.executemany("insert or replace into ingested_fingerprints values (?, ?, ?, ?, ?)", rows)
