@@ -63,8 +63,6 @@ def scan_unknown(
 def record_fingerprints(con, scans, fingerprints, run_sql) -> None:
     """Remember the fingerprint of every file whose content is now stored, for the next night."""
     stored = {row[0] for row in run_sql(con, "known_files").fetchall()}
-    rows = [
-        (path_key(path), *fingerprints[path], scan.sha256) for path, scan in scans.items() if scan.sha256 in stored
-    ]
+    rows = [(path_key(path), *fingerprints[path], scan.sha256) for path, scan in scans.items() if scan.sha256 in stored]
     if rows:
         con.executemany("insert or replace into ingested_fingerprints values (?, ?, ?, ?, ?)", rows)
