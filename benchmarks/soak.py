@@ -174,7 +174,7 @@ def main(argv: list[str] | None = None) -> int:
             expected = con.execute(
                 "select count(distinct user_name) from raw where left(created_at, 10) = ?", [day]
             ).fetchone()[0]  # noqa: E501
-            got = duckdb.sql(f"select count(*) from '{predictions}'").fetchone()[0] if predictions.exists() else None
+            got = duckdb.sql(f"select count(*) from '{predictions}'").fetchall()[0][0] if predictions.exists() else None
             right = "missing" if got is None else ("right" if got == expected else f"WRONG {got} vs {expected}")
             report = home / "reports" / f"date={day}" / "report.html"
             rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024

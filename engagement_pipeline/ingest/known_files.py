@@ -49,7 +49,11 @@ def scan_unknown(
     recorded = {row[0]: tuple(row[1:]) for row in run_sql(con, "known_fingerprints").fetchall()}
     scans, fingerprints, recognised = {}, {}, 0
     for path in files:
-        fingerprint = quick_fingerprint(path)
+        try:
+            fingerprint = quick_fingerprint(path)
+        except OSError:  # the full scan says which file cannot be read, and why
+            scans[path] = scan(path)
+            continue
         fingerprints[path] = fingerprint
         previous = recorded.get(path_key(path))
         if previous is not None and previous[:3] == fingerprint and previous[3] in known_digests:
@@ -63,6 +67,10 @@ def scan_unknown(
 def record_fingerprints(con, scans, fingerprints, run_sql) -> None:
     """Remember the fingerprint of every file whose content is now stored, for the next night."""
     stored = {row[0] for row in run_sql(con, "known_files").fetchall()}
-    rows = [(path_key(path), *fingerprints[path], scan.sha256) for path, scan in scans.items() if scan.sha256 in stored]
+    rows = [
+        (path_key(path), *fingerprints[path], scan.sha256)
+        for path, scan in scans.items()
+        if scan.sha256 in stored and path in fingerprints
+    ]
     if rows:
         con.executemany("insert or replace into ingested_fingerprints values (?, ?, ?, ?, ?)", rows)
