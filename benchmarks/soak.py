@@ -128,12 +128,14 @@ def main(argv: list[str] | None = None) -> int:
             run_config={"ops": {"engagement_model": {"config": quick}}},
             raise_on_error=False,
         )
+        if not result.success:
+            return "train FAILED"
         tracking = resources_for(settings)["tracking"]
         client = tracking.client()
         name = tracking.registered_model_name
         latest = max(client.search_model_versions(f"name = '{name}'"), key=lambda v: int(v.version))
         client.set_registered_model_alias(name, CHAMPION_ALIAS, latest.version)
-        return "train ok" if result.success else "train FAILED"
+        return "train ok"
 
     header = "| night | day | wall s | ingest s | SQL s | rows | runs | predictions | report | peak RSS MB |"
     rows_out = [header, "| --- " * 10 + "|"]

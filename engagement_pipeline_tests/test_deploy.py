@@ -332,3 +332,17 @@ def test_the_uis_of_a_deployed_home_are_named_not_started_twice(engagement_home,
     assert cli.main(["dagster-ui"]) == 0  # no second daemon running every schedule twice
     out = capsys.readouterr().out
     assert "http://127.0.0.1:41111, running" in out and "http://127.0.0.1:42222, running" in out
+
+
+def test_a_port_is_taken_only_while_someone_listens_on_it():
+    """`up` keeps each service's port while free; a restarted MLflow server on a new port would strand the daemon."""
+    import socket
+
+    from engagement_pipeline.deploy.command import free_port, port_is_free
+
+    port = free_port()
+    with socket.socket() as server:
+        server.bind(("127.0.0.1", port))
+        server.listen()
+        assert not port_is_free(port)
+    assert port_is_free(port)

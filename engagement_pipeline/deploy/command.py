@@ -47,7 +47,9 @@ def free_port() -> int:
 
 
 def port_is_free(port: int) -> bool:
+    """Nobody listens on `port` (connections of a server just stopped, in TIME_WAIT, do not count)."""
     with socket.socket() as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as the servers bind
         try:
             probe.bind(("127.0.0.1", port))
             return True
@@ -136,6 +138,10 @@ def up(settings: Settings, monitoring_interval_s: int = 60, max_runtime_s: int =
     running = {name: s for name, s in services.load(layout.state).items() if s.running()}
     ports = choose_ports(layout, running)
     tracking_uri = f"http://127.0.0.1:{ports['mlflow']}"
+    if layout.tracking_uri.exists() and layout.tracking_uri.read_text().strip() != tracking_uri:
+        for name in ("daemon", "webserver"):  # they run with the old MLFLOW_TRACKING_URI: start them again
+            if name in running:
+                print(f"{name:10} {services.stop(running.pop(name))} (the MLflow server moved to {tracking_uri})")
     if postgres.initdb(layout.data, layout.password, layout.logs / "initdb.log"):
         print(f"created the PostgreSQL cluster {layout.data}", flush=True)
     postgres.own(layout.socket_dir)
