@@ -55,6 +55,7 @@ def test_the_deployed_instance_config_is_valid_and_bounds_every_run(tmp_path):
     assert parsed["storage"]["postgres"]["postgres_url"].endswith("host=/x&port=5")
 
 
+@pytest.mark.slow  # two fresh interpreters load the code location
 def test_the_nightly_cron_comes_from_the_environment(tmp_path):
     probe = "from engagement_pipeline.definitions import defs; print(defs.resolve_schedule_def('nightly_refresh_schedule').cron_schedule)"  # noqa: E501
     for value, expected in ((None, "0 1 * * *"), ("*/5 * * * *", "*/5 * * * *")):
