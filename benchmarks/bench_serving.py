@@ -1,38 +1,44 @@
-"""Online scoring benchmark: `engagement serve` over HTTP against a bare forward pass of the same model.
+"""Online scoring under load: `engagement serve` against today's server and against the bare work.
 
-    .venv/bin/python benchmarks/bench_serving.py --rows 100000
+    git -C /work/main worktree add --detach /tmp/serve-before ced8233   # the server before issue 24
+    .venv/bin/python benchmarks/bench_serving.py --rows 100000 --baseline /tmp/serve-before
 
 1. A pipeline home in benchmarks/out/serving-<rows>/ (kept for the next run):
    a generated export of --rows classifications, ingested, the SQL models,
    a quickly trained champion (the default hidden size, one epoch) and the
    history snapshot.
-2. The real server (`python -m engagement_pipeline.cli serve`) in its own
-   process group on a free port, its DuckDB and torch on the same 2 cores as
-   everything else.
-3. Latency: --requests requests, each one volunteer's last (up to) 100
-   classifications as raw export rows, one after another on a keep-alive
-   connection, volunteers drawn at random (weighted by nothing: a volunteer
-   with 3 rows counts as much as one with 5,000): p50, p99, max, and the
-   server's CPU seconds per request (what an idle machine would wait for).
-   The server's access log says which road the models took for each
-   (`kept plan`: the plan its connection keeps; `planned`: planned for the
-   request over the tables, for a request of many rows); the share is printed.
-   With --baseline PATH (another checkout of the project), a second server
-   runs that code on the same home and every request goes to both, in a
-   random order: a before/after side by side under the same load.
-4. Throughput, alternately and side by side: (a) POST of the export's last
-   10,000 rows (many volunteers) to the server, end to end (JSON both ways,
-   staging, history read, SQL models, windows, model); (b) the bare forward
-   pass of the same champion (pyfunc predict, as the server calls it, batches
-   of 8,192) over the windows of those same rows, prepared beforehand from
-   the warehouse's `features`. Best of --repeats; target (b time)/(a time) >= 0.5.
+2. The real server (`python -m engagement_pipeline.cli serve`) of this tree
+   and, with --baseline PATH, of another checkout, each in its own process
+   group on a free loopback port, on the same home and the same 2 cores.
+   Every phase runs against each server in turn, with the same requests.
+   A request is one volunteer's last (up to) 100 classifications as raw
+   export rows, volunteers drawn at random with a fixed seed.
+3. Phases (the clients are asyncio connections in this process, so 100 of
+   them cost no threads; every request has a 60 s limit):
+   - one client: --requests requests one after another on a keep-alive
+     connection, alternating between the servers in a random order; and,
+     between them, the bare work for the same request in this process
+     (`OnlineScorer.score`: the features' statements and one forward pass,
+     one torch and one DuckDB thread, no HTTP): p50/p99 of each;
+   - 20 and 100 concurrent clients, each --per-client requests (100 clients:
+     a fifth of that) on its own keep-alive connection: p50/p99, errors (resets, timeouts, non-200),
+     requests per second, and the model step of those requests as the
+     server's access log reports it (2 busy cores);
+   - a burst: 100 new connections at once, one request each: p50/p99/max,
+     errors, and how many took over 1 s to connect (a full listen queue
+     drops the SYN; the client tries again after 1 s);
+   - throughput: one POST of the export's last --batch-rows rows end to end
+     against the bare forward pass over those rows' windows (best of --repeats).
+4. A Markdown table of all of it, with the load average at each phase.
 """
 
 import argparse
+import asyncio
 import csv
 import json
 import os
 import random
+import re
 import subprocess
 import sys
 import time
@@ -69,17 +75,89 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+def percentiles(seconds: list[float]) -> str:
+    import numpy as np
+
+    if not seconds:
+        return "-"
+    ms = np.array(seconds) * 1000
+    return f"{np.percentile(ms, 50):.1f} / {np.percentile(ms, 99):.1f}"
+
+
+async def _exchange(reader, writer, request: bytes) -> tuple[int, bool]:
+    """One request on an open connection: (status, whether the server keeps the connection)."""
+    writer.write(request)
+    await writer.drain()
+    status = int((await reader.readline()).split()[1])
+    length, keep = 0, True
+    while (line := await reader.readline()) not in (b"\r\n", b""):
+        name, _, value = line.decode("latin-1").partition(":")
+        if name.lower() == "content-length":
+            length = int(value)
+        elif name.lower() == "connection" and value.strip().lower() == "close":
+            keep = False
+    await reader.readexactly(length)
+    return status, keep
+
+
+async def _client(port: int, requests: list[bytes], results: list, keep_alive: bool = True) -> None:
+    connection = None
+    for request in requests:
+        started = time.perf_counter()
+        try:
+            if connection is None:
+                connection = await asyncio.wait_for(asyncio.open_connection("127.0.0.1", port), 60)
+                results.append(("connected", time.perf_counter() - started))
+            status, keep = await asyncio.wait_for(_exchange(*connection, request), 60)
+            results.append((status, time.perf_counter() - started))
+            if not (keep and keep_alive):
+                connection[1].close()
+                connection = None
+        except (OSError, TimeoutError, asyncio.IncompleteReadError, ValueError, IndexError) as error:
+            results.append((type(error).__name__, time.perf_counter() - started))
+            if connection is not None:
+                connection[1].close()
+            connection = None
+    if connection is not None:
+        connection[1].close()
+
+
+def load(port: int, per_client: list[list[bytes]], keep_alive: bool = True) -> dict:
+    """Every client at once, each its requests in turn: latencies, errors, throughput, slow connects."""
+
+    async def run() -> list:
+        results: list = []
+        await asyncio.gather(*(_client(port, requests, results, keep_alive) for requests in per_client))
+        return results
+
+    started = time.perf_counter()
+    results = asyncio.run(run())
+    elapsed = time.perf_counter() - started
+    ok = [s for status, s in results if status == 200]
+    errors = [str(status) for status, _ in results if status not in (200, "connected")]
+    connects = [s for status, s in results if status == "connected"]
+    return {
+        "latency": percentiles(ok),
+        "max": f"{max(ok) * 1000:.0f}" if ok else "-",
+        "errors": f"{len(errors)}" + (f" ({', '.join(sorted(set(errors)))})" if errors else ""),
+        "rate": f"{len(ok) / elapsed:.0f}/s",
+        "slow_connects": sum(s > 1.0 for s in connects),
+        "load": f"{os.getloadavg()[0]:.1f}",
+    }
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--rows", type=int, default=100_000)
-    parser.add_argument("--requests", type=int, default=300)
+    parser.add_argument("--requests", type=int, default=200, help="one client's requests, to each server")
+    parser.add_argument("--per-client", type=int, default=10, help="requests of each of 20 clients (of 100: a fifth)")
     parser.add_argument("--batch-rows", type=int, default=10_000)
-    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--repeats", type=int, default=2)
     parser.add_argument(
         "--baseline",
         type=Path,
-        help="another checkout of the project (e.g. `git worktree add /tmp/base main`): its server runs beside "
-        "this tree's on the same home, requests alternate between them",
+        help="another checkout of the project (e.g. `git worktree add --detach /tmp/serve-before ced8233`): "
+        "its server runs beside this tree's on the same home, every phase against both",
     )
     parser.add_argument("--build-only", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -89,6 +167,7 @@ def main() -> None:
     os.environ["ENGAGEMENT_HOME"] = str(home)
     os.environ["ENGAGEMENT_EXPORTS_DIR"] = str(exports)
     os.environ.pop("MLFLOW_TRACKING_URI", None)
+    os.environ.pop("ENGAGEMENT_SERVE_TOKEN", None)  # loopback, no token: the same requests for both servers
     export = exports / "export.csv"
     if args.build_only:
         from engagement_pipeline.sample import write_export
@@ -98,87 +177,120 @@ def main() -> None:
         build_home(home, export)
         return
     if not (home / "serving" / "history.parquet").exists():
-        # In a process of its own: training sets torch's thread count, which would skew (b) here.
+        # In a process of its own: training sets torch's thread count, which would skew the bare work here.
         started = time.perf_counter()
         subprocess.run([sys.executable, __file__, "--rows", str(args.rows), "--build-only"], check=True)
         print(f"pipeline home {home} built in {time.perf_counter() - started:.0f}s", flush=True)
 
     import numpy as np
+    import torch
 
-    from engagement_pipeline.model.registry import find_champion, load_model
+    from engagement_pipeline.ingest.load import load_salt
     from engagement_pipeline.model.windows import gather_windows, load_feature_matrix
     from engagement_pipeline.resources import resources_for
+    from engagement_pipeline.serving.history_snapshot import snapshot_path
+    from engagement_pipeline.serving.online_features import OnlineFeatures
+    from engagement_pipeline.serving.server import OnlineScorer
     from engagement_pipeline.settings import Settings
 
+    torch.set_num_threads(1)  # as each of the server's scoring threads runs it
     with open(export, newline="", encoding="utf-8") as handle:
         rows = list(csv.DictReader(handle))
     by_user: dict[str, list[dict]] = {}
     for row in rows:
         by_user.setdefault(row["user_id"] or row["user_name"], []).append(row)
     users = sorted(by_user)
-
-    import torch
-
-    torch.set_num_threads(1)  # as the server runs it (serving.make_server)
-    champion = load_model(find_champion(resources_for(Settings.from_environment())["tracking"]))
+    resources = resources_for(Settings.from_environment())
+    storage, tracking = resources["storage"], resources["tracking"]
+    features = OnlineFeatures(snapshot_path(storage.serving), load_salt(storage.salt_file), threads=1)
+    features.load()
+    bare = OnlineScorer(features, tracking, champion_check_s=0)
+    champion = bare.champion
     batch = rows[-args.batch_rows :]
-    with resources_for(Settings.from_environment())["warehouse"].connect() as con:
+    with resources["warehouse"].connect() as con:
         matrix = load_feature_matrix(con)
     index = np.flatnonzero(np.isin(matrix.classification_id, [int(r["classification_id"]) for r in batch]))
     windows = [gather_windows(matrix, index[s : s + 8192], champion.window) for s in range(0, len(index), 8192)]
     print(f"{len(rows):,} classifications, {len(users):,} volunteers; champion v{champion.version} "
-          f"(K={champion.window}, F={len(champion.feature_names)}); torch threads 1 on both sides")  # fmt: skip
+          f"(K={champion.window}, F={len(champion.feature_names)}); {os.cpu_count()} cores", flush=True)  # fmt: skip
 
-    trees = [("this tree", ROOT)] + ([("baseline", args.baseline.resolve())] if args.baseline else [])
+    rng = random.Random(0)
+
+    def volunteer_bodies(n: int) -> list[bytes]:
+        return [json.dumps({"dataframe_records": by_user[rng.choice(users)][-100:]}).encode() for _ in range(n)]
+
+    trees = ([("before", args.baseline.resolve())] if args.baseline else []) + [("this tree", ROOT)]
     servers = [Served(name, tree, home.parent / f"serve-{i}.log") for i, (name, tree) in enumerate(trees)]
+    table: dict[str, dict[str, str]] = {served.name: {} for served in [*servers]}
+    table["bare work"] = {}
     try:
         for served in servers:
             served.wait_ready()
-        rng = random.Random(0)
-        for _ in range(10):  # warm-up: every pooled connection, the model's first calls
-            records = by_user[rng.choice(users)][-100:]
+        for body in volunteer_bodies(10):  # warm-up: pooled connections, the model's first calls
+            bare.score(body)
             for served in servers:
-                served.post(records)
-        sizes = []
-        for served in servers:
-            served.start_counting()
-        for _ in range(args.requests):  # each request to every server, in a random order: the same load for all
-            records = by_user[rng.choice(users)][-100:]
-            sizes.append(len(records))
-            for served in rng.sample(servers, len(servers)):
-                served.latencies.append(served.post(records))
-        print(f"latency, one volunteer's last <=100 rows (mean {np.mean(sizes):.0f} rows), {args.requests} requests"
-              f"{' to each server, alternately' if len(servers) > 1 else ''}:")  # fmt: skip
-        time.sleep(0.5)  # the access log lines of the last requests
-        for served in servers:
-            ms = np.array(served.latencies) * 1000
-            cpu_per_request = (cpu_seconds(served.process.pid) - served.cpu_before) / args.requests
-            roads = served.roads()
-            print(f"  {served.name}: p50 {np.percentile(ms, 50):.1f} ms, p99 {np.percentile(ms, 99):.1f} ms, "
-                  f"max {ms.max():.1f} ms; server CPU {cpu_per_request * 1000:.1f} ms/request{roads}")  # fmt: skip
-        print(f"  load average {os.getloadavg()[0]:.1f} (2 cores)")
+                served.post_body(body)
 
-        def bare() -> float:
-            start = time.perf_counter()
-            for chunk in windows:
-                champion.model.predict(chunk)
-            return time.perf_counter() - start
+        # One client, alternating; the bare work for the same request between them.
+        work, steps = [], []
+        for body in volunteer_bodies(args.requests):
+            for served in rng.sample(servers, len(servers)):
+                served.latencies.append(served.post_body(body))
+            started = time.perf_counter()
+            _, timing = bare.score(body)
+            work.append(time.perf_counter() - started)
+            steps.append(float(re.search(r"model ([0-9.]+) ms", timing).group(1)) / 1000)
+        load_now = f"{os.getloadavg()[0]:.1f}"
+        for served in servers:
+            table[served.name]["one client p50 / p99 ms"] = percentiles(served.latencies) + f" (load {load_now})"
+        table["bare work"]["one client p50 / p99 ms"] = percentiles(work) + f"; model step {percentiles(steps)}"
+        print(f"one client, {args.requests} requests each: done (load {load_now})", flush=True)
+
+        for clients, each in ((20, args.per_client), (100, max(1, args.per_client // 5))):
+            plan = [volunteer_bodies(each) for _ in range(clients)]
+            for served in servers:
+                mark = served.log_size()
+                result = load(served.port, [[served.request(b) for b in bodies] for bodies in plan])
+                row = table[served.name]
+                row[f"{clients} clients p50 / p99 ms"] = f"{result['latency']} (load {result['load']})"
+                row[f"{clients} clients errors"] = result["errors"]
+                row[f"{clients} clients throughput"] = result["rate"]
+                row[f"{clients} clients model step p50 / p99 ms"] = served.model_steps(mark)
+                print(f"{clients} clients x {each}, {served.name}: {result}", flush=True)
+
+        burst = volunteer_bodies(100)
+        for served in servers:
+            result = load(served.port, [[served.request(b, close=True)] for b in burst], keep_alive=False)
+            row = table[served.name]
+            row["burst of 100 p50 / p99 / max ms"] = f"{result['latency']} / {result['max']} (load {result['load']})"
+            row["burst errors; connects over 1 s"] = f"{result['errors']}; {result['slow_connects']}"
+            print(f"burst of 100 connections, {served.name}: {result}", flush=True)
 
         forward = []
         for _ in range(args.repeats):
             for served in servers:
-                served.served.append(served.post(batch))
-            forward.append(bare())
+                served.served.append(served.post_body(json.dumps({"dataframe_records": batch}).encode()))
+            started = time.perf_counter()
+            for chunk in windows:
+                champion.model.predict(chunk)
+            forward.append(time.perf_counter() - started)
         b = min(forward)
-        n = len(batch)
-        print(f"(b) bare forward pass, {n:,} rows' windows: best {b * 1000:.0f} ms = {n / b:,.0f} rows/s")
+        table["bare work"][f"{len(batch):,} rows: rows/s"] = f"{len(batch) / b:,.0f} (forward pass only)"
         for served in servers:
             a = min(served.served)
-            print(f"(a) {served.name}, {n:,} rows end to end: best {a * 1000:.0f} ms = {n / a:,.0f} rows/s; "
-                  f"throughput a/b = {b / a:.2f} (target >= 0.5)")  # fmt: skip
+            table[served.name][f"{len(batch):,} rows: rows/s"] = f"{len(batch) / a:,.0f} (a/b {b / a:.2f})"
     finally:
+        bare.close()
         for served in servers:
             served.stop()
+
+    names = list(table)
+    measures = list(dict.fromkeys(m for row in table.values() for m in row))
+    print()
+    print("| " + " | ".join(["", *names]) + " |")
+    print("| " + " | ".join(["---"] * (len(names) + 1)) + " |")
+    for measure in measures:
+        print("| " + " | ".join([measure, *(table[n].get(measure, "") for n in names)]) + " |")
 
 
 class Served:
@@ -217,28 +329,30 @@ class Served:
                 raise SystemExit(f"the server ({self.name}) did not start: see {self.log_path}")
             time.sleep(0.5)
 
-    def post(self, records) -> float:
-        body = json.dumps({"dataframe_records": records})
+    def request(self, body: bytes, close: bool = False) -> bytes:
+        return (
+            f"POST /invocations HTTP/1.1\r\nHost: 127.0.0.1:{self.port}\r\nContent-Type: application/json\r\n"
+            f"Content-Length: {len(body)}\r\n{'Connection: close' + chr(13) + chr(10) if close else ''}\r\n"
+        ).encode() + body
+
+    def post_body(self, body: bytes) -> float:
         start = time.perf_counter()
         response = self.http.post(f"{self.url}/invocations", data=body, headers={"Content-Type": "application/json"})
         elapsed = time.perf_counter() - start
         assert response.status_code == 200, response.text
-        assert len(response.json()["predictions"]) == len(records)
         return elapsed
 
-    def start_counting(self) -> None:
+    def log_size(self) -> int:
         self.log.flush()
-        self.log_start = self.log_path.stat().st_size
-        self.cpu_before = cpu_seconds(self.process.pid)
+        return self.log_path.stat().st_size
 
-    def roads(self) -> str:
-        """Which road the models took for the counted requests, from the access log (when it says)."""
+    def model_steps(self, since: int) -> str:
+        """p50/p99 of the model step of the requests answered since `since`, from the access log."""
+        time.sleep(0.3)
         with open(self.log_path, "rb") as handle:
-            handle.seek(self.log_start)
-            lines = [line for line in handle.read().decode().splitlines() if line.startswith("POST /invocations 200")]
-        kept = sum("(kept plan)" in line for line in lines)
-        planned = sum("(planned)" in line for line in lines)
-        return f"; kept plan {kept}, planned {planned}" if kept + planned else ""
+            handle.seek(since)
+            text = handle.read().decode(errors="replace")
+        return percentiles([float(ms) / 1000 for ms in re.findall(r"model ([0-9.]+) ms", text)])
 
     def stop(self) -> None:
         from engagement_pipeline_tests.test_servers import stop_group

@@ -10,6 +10,7 @@ run in the project's environment even when its bin/ is not on PATH.
 
 import argparse
 import datetime as dt
+import os
 import signal
 import subprocess
 import sys
@@ -61,7 +62,7 @@ RUN_FIELDS = (
 DAGSTER_YAML = """\
 # Written by `engagement`: one run at a time, because every run uses the one DuckDB file.
 # A run whose process dies is marked failed within a minute by `stalled_runs_sensor`
-# (engagement_pipeline/stalled_runs.py), so the queue never waits behind it.
+# (engagement_pipeline/ops/stalled_runs.py), so the queue never waits behind it.
 run_queue:
   max_concurrent_runs: 1
 run_monitoring:
@@ -71,6 +72,14 @@ run_monitoring:
   poll_interval_seconds: 60
 telemetry:
   enabled: false
+"""
+
+# The code location by module name, so the same file serves a checkout and an installed wheel.
+WORKSPACE_YAML = """\
+# Written by `engagement`: the code location of engagement_pipeline, by module.
+load_from:
+  - python_module:
+      module_name: engagement_pipeline.definitions
 """
 
 
@@ -325,50 +334,50 @@ def mlflow_ui_command(settings: Settings, host: str, port: int, workers: int = 2
     return command
 
 
-def dagster_ui_command(host: str, port: int) -> list[str]:
-    """`dg dev` (webserver and daemon, so the schedules run) on the project's workspace.yaml.
+def dagster_ui_command(workspace: Path, host: str, port: int) -> list[str]:
+    """`dg dev` (webserver and daemon, so the schedules run) on the instance's workspace.yaml.
 
     `dg dev`, not `dagster dev`, which Dagster 1.13 marks as superseded; given a
     workspace file it starts Dagster's own dev server on it, in this environment.
+    The workspace names the module, not a path, so an installed wheel works as a checkout does.
     """
-    workspace = Path(__file__).resolve().parent.parent / "workspace.yaml"
     return [sys.executable, "-m", "dagster_dg_cli.cli", "dev", "-w", str(workspace), "-h", host, "-p", str(port)]
 
 
-def deployed_elsewhere(settings: Settings, what: str) -> int | None:
-    """On a deployed home, the UIs run already (`engagement deploy up`): say where, start nothing (a second
-    Dagster daemon on the same storage would run every schedule twice)."""
-    from engagement_pipeline.deploy.command import Layout
-    from engagement_pipeline.deploy.services import load
-
-    recorded = load(Layout(settings).state)
-    if not recorded:
-        return None
-    service = recorded[what]
-    state = "running" if service.running() else "recorded but not running (`engagement deploy up`)"
-    print(f"{settings.home} is deployed: its {what} is {service.address}, {state}. See `engagement deploy status`.")
-    return 0
-
-
 def cmd_mlflow_ui(args) -> int:
+    from engagement_pipeline.deploy.command import deployed_elsewhere
+
     if (deployed := deployed_elsewhere(args.settings, "mlflow")) is not None:
         return deployed
     return _exec(mlflow_ui_command(args.settings, args.host, args.port), args.settings.child_environment())
 
 
 def cmd_dagster_ui(args) -> int:
+    from engagement_pipeline.deploy.command import deployed_elsewhere
+
     if (deployed := deployed_elsewhere(args.settings, "webserver")) is not None:
         return deployed
-    prepare_dagster_home(args.settings)
-    return _exec(dagster_ui_command(args.host, args.port), args.settings.child_environment())
+    workspace = prepare_dagster_home(args.settings) / "workspace.yaml"
+    if not workspace.exists() or workspace.read_text() != WORKSPACE_YAML:
+        workspace.write_text(WORKSPACE_YAML)
+    return _exec(dagster_ui_command(workspace, args.host, args.port), args.settings.child_environment())
 
 
 def cmd_serve(args) -> int:
     from engagement_pipeline.resources import resources_for
+    from engagement_pipeline.serving.http_app import is_loopback
     from engagement_pipeline.serving.server import serve
 
+    token = os.environ.get("ENGAGEMENT_SERVE_TOKEN") or None
+    if not is_loopback(args.host) and token is None:
+        raise SystemExit(
+            f"serving on {args.host} (not loopback) needs a token: set ENGAGEMENT_SERVE_TOKEN; "
+            "clients send it as `Authorization: Bearer <token>`"
+        )
+    if token is not None and (len(token) < 16 or not token.isascii() or not token.isprintable()):
+        raise SystemExit("ENGAGEMENT_SERVE_TOKEN must be at least 16 printable ASCII characters")
     resources = resources_for(args.settings)  # the history snapshot and the salt are the storage's files
-    return serve(resources["storage"], args.host, args.port, resources["tracking"])
+    return serve(resources["storage"], args.host, args.port, resources["tracking"], token=token)
 
 
 def add_min_free_option(sub: argparse.ArgumentParser) -> None:
@@ -442,7 +451,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     help_text = "score raw export rows online with the champion (MLflow's scoring protocol: POST /invocations)"
     sub = commands.add_parser("serve", help=help_text, description=help_text + "; see README, Score online.")
-    sub.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1: this machine only)")
+    sub.add_argument(
+        "--host",
+        default="127.0.0.1",
+        help="address to bind (default 127.0.0.1: this machine only; any other needs ENGAGEMENT_SERVE_TOKEN)",
+    )
     sub.add_argument("--port", type=int, default=5001, help="port (default 5001)")
     sub.set_defaults(func=cmd_serve)
 

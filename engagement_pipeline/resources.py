@@ -87,7 +87,7 @@ class Storage(dg.ConfigurableResource):
 
     @property
     def serving(self) -> Path:
-        """The online scorer's history snapshot (history_snapshot.py), read without the warehouse lock."""
+        """The online scorer's history snapshot (serving/history_snapshot.py), read without the warehouse lock."""
         return self.root / "serving"
 
     @property

@@ -168,3 +168,7 @@ def pytest_collection_modifyitems(config, items):
     for item in items:
         if item.module.__name__.rsplit(".", 1)[-1] in SLOW_MODULES:
             item.add_marker(pytest.mark.slow)
+
+
+# The online scorer's pipeline and servers, one of each for test_serving.py and test_serving_http.py.
+from engagement_pipeline_tests.serving_fixtures import fresh_server, reading_server, serving_pipeline  # noqa: E402, F401

@@ -64,8 +64,11 @@ def test_servers_bind_to_localhost_unless_told(subcommand):
     assert parser.parse_args([subcommand, "--host", "0.0.0.0"]).host == "0.0.0.0"
 
 
-def test_server_commands_use_the_given_address_and_this_environment(settings):
-    for command in (mlflow_ui_command(settings, "127.0.0.1", 5123), dagster_ui_command("127.0.0.1", 3123)):
+def test_server_commands_use_the_given_address_and_this_environment(settings, tmp_path):
+    for command in (
+        mlflow_ui_command(settings, "127.0.0.1", 5123),
+        dagster_ui_command(tmp_path / "workspace.yaml", "127.0.0.1", 3123),
+    ):
         assert command[0] == sys.executable  # runs in the project's environment, whatever PATH says
         assert command[command.index("--host" if "--host" in command else "-h") + 1] == "127.0.0.1"
         assert command[command.index("--port" if "--port" in command else "-p") + 1] in {"5123", "3123"}

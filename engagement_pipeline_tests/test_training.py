@@ -1,4 +1,4 @@
-"""training.py and model.py: split honesty, metrics, training, MLflow logging, registry and promotion.
+"""model/training.py and model/lstm.py: split honesty, metrics, training, MLflow logging, registry and promotion.
 
 Real components throughout: synthetic `features`/`labels` in a DuckDB file,
 an MLflow sqlite store under the test's ENGAGEMENT_HOME, Dagster's

@@ -1,4 +1,4 @@
-"""windows.py: the feature matrix read from DuckDB and the windows gathered from it."""
+"""model/windows.py: the feature matrix read from DuckDB and the windows gathered from it."""
 
 import duckdb
 import numpy as np

@@ -223,6 +223,18 @@ def down(settings: Settings) -> int:
     return 0
 
 
+def deployed_elsewhere(settings: Settings, what: str) -> int | None:
+    """On a deployed home, the UIs run already (`engagement deploy up`): say where, start nothing (a second
+    Dagster daemon on the same storage would run every schedule twice)."""
+    recorded = services.load(Layout(settings).state)
+    if not recorded:
+        return None
+    service = recorded[what]
+    state = "running" if service.running() else "recorded but not running (`engagement deploy up`)"
+    print(f"{settings.home} is deployed: its {what} is {service.address}, {state}. See `engagement deploy status`.")
+    return 0
+
+
 def run(args) -> int:
     if args.action == "up":
         return up(args.settings, args.monitoring_interval, args.max_runtime)

@@ -6,7 +6,7 @@
                    early stopping on validation loss; `stopping_summary` says how it ended
 
 What comes after (baselines, evaluation, registry, plots) lives in its own
-module; `train_asset.py` is the asset that runs the steps in order.
+module; `assets.py` beside it is the asset that runs the steps in order.
 torch is imported inside the functions that use it: definitions.py imports
 this module, which must load fast.
 """

@@ -9,7 +9,7 @@
 * drop-off: the share of work sessions still going after m minutes, the day
   against the champion's training period (sql/dropoff.sql);
 * realized quality: the champion's ROC-AUC and calibration on the latest day
-  whose outcomes are all known, against its test interval (monitoring.py);
+  whose outcomes are all known, against its test interval (checks.py);
 * drift: PSI of every model input on the day against the champion's
   reference (drift.py).
 

@@ -10,7 +10,7 @@ all when a state folder's disk has less than `MIN_FREE_MB` free.
 
 Nothing stored is damaged by a full disk: DuckDB rolls the failed
 transaction back, sqlite its journal, and every file the pipeline replaces is
-written beside its place and renamed only once whole (atomic_files.py).
+written beside its place and renamed only once whole (ops/atomic_files.py).
 """
 
 from __future__ import annotations

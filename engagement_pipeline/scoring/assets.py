@@ -2,14 +2,14 @@
 
 For partition D, every user with at least one classification on D gets one
 row, scored at their last classification before the end of D (`as_of`), with
-the same `features` table and the same window code (`windows.py`) that
-training used. The model (registry.py) is `models:/engagement-lstm@champion`, loaded through
+the same `features` table and the same window code (`model/windows.py`) that
+training used. The model (`model/registry.py`) is `models:/engagement-lstm@champion`, loaded through
 MLflow's pyfunc flavor exactly as any other consumer would load it.
 
 The file is written beside its final place and renamed into it: a reader sees
 the old file or the new one, never half of one, and a failed run leaves the
 previous file in place. The hidden temporaries of killed scoring runs, of any
-day, are removed when the next one writes (atomic_files.py).
+day, are removed when the next one writes (`ops/atomic_files.py`).
 """
 
 import datetime as dt

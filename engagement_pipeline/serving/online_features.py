@@ -66,7 +66,7 @@ from engagement_pipeline.ingest.load import sql_text
 from engagement_pipeline.model.windows import KEY_COLUMNS, FeatureMatrix, matrix_from_arrow, ordered_features_sql
 from engagement_pipeline.transform.sql_models import models_for
 
-# The columns of `classifications` the ingest fills from `parsed_rows` (ingest.py, the insert), provenance aside.
+# The columns of `classifications` the ingest fills from `parsed_rows` (ingest/sql/insert_classifications.sql), provenance aside.
 CLASSIFICATION_COLUMNS = (
     "classification_id", "user_key", "is_anonymous", "workflow_id", "workflow_version", "created_at",
     "started_at", "finished_at", "utc_offset_minutes", "device_class", "browser_session",
@@ -143,13 +143,27 @@ def online_sql() -> OnlineSql:
         for c in REQUEST_COLUMNS
     )
     request_view = f"create or replace temp view csv_rows as select {fields} from request_rows"
+    # A row whose classification_id is stored as another volunteer's classification is refused: the
+    # contract makes a stored id that same event, and the ingest would keep the stored copy.
     judge_sql = """
+        with judged as (
+            select
+                p.rowid as position,
+                p.classification_id,
+                coalesce(
+                    p.reason,
+                    case when stored.user_key <> p.user_key
+                        then 'classification_id is stored as another volunteer''s classification' end
+                ) as reason
+            from parsed_rows as p
+            left join history as stored on p.classification_id = stored.classification_id
+        )
         select
             count(*),
             count(reason),
-            list(classification_id order by rowid),
-            list('record ' || rowid || ': ' || reason order by rowid) filter (where reason is not null)
-        from parsed_rows
+            list(classification_id order by position),
+            list('record ' || position || ': ' || reason order by position) filter (where reason is not null)
+        from judged
     """
     columns = ", ".join(model_columns)
     # The request's volunteers' stored rows (copy 0) and the request's rows (copy 1, in request order) ...
@@ -184,16 +198,22 @@ def online_sql() -> OnlineSql:
 
 
 def parse_records(body: bytes | str) -> list[dict]:
-    """The records of a `{"dataframe_records": [...]}` body, or BadRequest saying what is wrong (never a value)."""
+    """The records of a `{"dataframe_records": [...]}` or `{"dataframe_split": {"columns": [...], "data":
+    [[...], ...]}}` body (MLflow's scoring protocol), or BadRequest saying what is wrong (never a value)."""
     import orjson
 
     try:
         parsed = orjson.loads(body)
-    except orjson.JSONDecodeError:
-        raise BadRequest("the request body is not JSON") from None
+    except orjson.JSONDecodeError:  # also JSON nested over 1,024 deep
+        raise BadRequest("the request body is not JSON (or is nested too deeply)") from None
+    if isinstance(parsed, dict) and "dataframe_split" in parsed:
+        return _split_records(parsed["dataframe_split"])
     records = parsed.get("dataframe_records") if isinstance(parsed, dict) else None
     if not isinstance(records, list):
-        raise BadRequest('expected a JSON object {"dataframe_records": [row, ...]} (MLflow records format)')
+        raise BadRequest(
+            'expected a JSON object {"dataframe_records": [row, ...]} or {"dataframe_split": {"columns": '
+            '[...], "data": [[...], ...]}} (MLflow\'s scoring protocol)'
+        )
     if not records:
         raise BadRequest("dataframe_records is empty: send at least one row")
     if not all(isinstance(record, dict) for record in records):
@@ -201,9 +221,31 @@ def parse_records(body: bytes | str) -> list[dict]:
     return records
 
 
+def _split_records(split) -> list[dict]:
+    """pandas' `orient="split"` as MLflow reads it: column names, rows of values (an `index` is ignored)."""
+    columns = split.get("columns") if isinstance(split, dict) else None
+    data = split.get("data") if isinstance(split, dict) else None
+    if not isinstance(columns, list) or not all(isinstance(c, str) for c in columns) or not isinstance(data, list):
+        raise BadRequest('dataframe_split must be {"columns": [name, ...], "data": [[value, ...], ...]}')
+    if len(set(columns)) != len(columns):
+        raise BadRequest("dataframe_split names a column twice")
+    if not data:
+        raise BadRequest("dataframe_split's data is empty: send at least one row")
+    width = len(columns)
+    wrong = next((n for n, row in enumerate(data) if not isinstance(row, list) or len(row) != width), None)
+    if wrong is not None:
+        raise BadRequest(f"dataframe_split: data row {wrong} is not a list of {width} values, one per column")
+    return [dict(zip(columns, row)) for row in data]
+
+
 def _as_text(value) -> str | None:
     """A field as the CSV would hold it: strings as they are, numbers and JSON values as JSON text."""
-    return value if value is None or isinstance(value, str) else json.dumps(value)
+    if value is None or isinstance(value, str):
+        return value
+    try:
+        return json.dumps(value)
+    except RecursionError:  # e.g. a `metadata` object nested a thousand deep: not a field an export holds
+        raise BadRequest("a record holds a JSON value nested too deeply to be a field of an export") from None
 
 
 def request_table(records: list[dict]):

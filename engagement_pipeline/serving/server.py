@@ -1,8 +1,9 @@
 """`engagement serve`: the champion over MLflow's scoring protocol, from raw export rows.
 
-    GET  /ping         200 when the server can score (a champion is loaded and the history snapshot exists)
-    GET  /version      the registered model and version that scores
-    POST /invocations  {"dataframe_records": [row, ...]} -> {"predictions": [{...}, ...]}, one per row
+    GET  /ping, /health  200 when the server can score (a champion is loaded and the history snapshot exists)
+    GET  /version        the registered model and version that scores
+    POST /invocations    {"dataframe_records": [row, ...]} or {"dataframe_split": {"columns", "data"}}
+                         -> {"predictions": [{...}, ...]}, one per row
 
 Each row is a classification export row as its CSV holds it (string values);
 the answer for a row is the champion's probability at that classification,
@@ -11,35 +12,34 @@ request's earlier rows, computed by `online_features.OnlineFeatures` with
 the batch path's own SQL, then windowed (`windows.gather_windows`) and scored
 exactly as the nightly scoring does. Parity with the batch path is tested.
 
-The stdlib's ThreadingHTTPServer (one thread per connection, keep-alive):
-DuckDB and torch release the GIL, and each request works on a connection
-of its own to the in-memory history, so requests run side by side. The
-server never opens the warehouse, so it keeps answering while the pipeline
-holds it, and it checks the snapshot file on every request, so a refreshed
-snapshot is used from the next request on. The champion alias is checked
-every `champion_check_s` seconds and a new champion is loaded in the
-background, then swapped in between requests.
+HTTP is uvicorn with the strict h11 parser in front of a Starlette app
+(`http_app.py`: the Host and token checks, body limits, timeouts, the access
+log); scoring runs on a small pool of threads with one torch and one DuckDB
+thread each, and each request works on a DuckDB connection of its own to the
+in-memory history. The server never opens the warehouse, so it keeps
+answering while the pipeline holds it, and it checks the snapshot file on
+every request, so a refreshed snapshot is used from the next request on. The
+champion alias is checked every `champion_check_s` seconds and a new
+champion is loaded in the background, then swapped in between requests.
 
 Privacy: request bodies, rows, `user_name` and `user_ip` are never logged;
 the access log says method, path, status, rows and milliseconds. An error
-message names a record's position and the problem, never a value.
+message names a record's position and the problem, never a value. A row
+keyed by `user_name` is answered with `user_key` null.
 """
 
 import signal
 import sys
 import threading
 import time
-from http import HTTPStatus
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import numpy as np
-import orjson
 
 from engagement_pipeline.model.windows import gather_windows
 from engagement_pipeline.serving.history_snapshot import snapshot_path
 from engagement_pipeline.serving.online_features import BadRequest, NoSnapshotError, OnlineFeatures
 
-MAX_BODY_BYTES = 64 * 1024 * 1024
+NAME_KEY_PREFIX = "h:"  # ingest/sql/parse_rows.sql: the key of a row without user_id, hashed from its user_name
 PREDICT_BATCH = 8192  # windows per call of the model, as the nightly scoring's default
 
 
@@ -99,7 +99,10 @@ class OnlineScorer:
         model_done = time.perf_counter()
         names = [f"p_continue_{h}m" for h in champion.horizons]
         ids = matrix.classification_id[batch.rows].tolist()
-        keys = matrix.user_key[batch.rows].tolist()
+        keys = matrix.user_key[batch.rows]
+        # A row keyed by user_name carries the salted hash of a name the caller sent: never sent back, or
+        # anyone could hash candidate names against a predictions file. A user_id row's key is the id.
+        keys = np.where(np.char.startswith(keys.astype(str), NAME_KEY_PREFIX), None, keys).tolist()
         rows = probabilities.tolist()
         predictions = [
             {"classification_id": i, "user_key": k, **dict(zip(names, p))} for i, k, p in zip(ids, keys, rows)
@@ -112,120 +115,93 @@ class OnlineScorer:
         return {"predictions": predictions}, timing
 
 
-def _handler(scorer: OnlineScorer, log):
-    class Handler(BaseHTTPRequestHandler):
-        protocol_version = "HTTP/1.1"  # keep-alive: a caller scoring as volunteers work reuses its connection
-        disable_nagle_algorithm = True  # TCP_NODELAY: headers and body go out at once, no 40 ms delayed-ACK stall
-        server_version = "engagement-serve"
-        rows = 0
-        timing = ""
+def make_server(storage, host: str, port: int, tracking, token: str | None = None, limits=None, log=print):
+    """A uvicorn server for the pipeline whose files `storage` (a resources.Storage) names: snapshot and salt.
 
-        def _send(self, status: int, payload, content_type: str = "application/json") -> None:
-            data = payload if isinstance(payload, bytes) else orjson.dumps(payload)
-            self.send_response(status)
-            self.send_header("Content-Type", content_type)
-            self.send_header("Content-Length", str(len(data)))
-            self.end_headers()
-            self.wfile.write(data)
+    Returns (server, socket): the socket is bound and listening (its backlog queues a burst of clients
+    while the server starts), the server not yet running: `server.run(sockets=[socket])`.
+    """
+    import socket
 
-        def _error(self, status: HTTPStatus, code: str, message: str) -> None:
-            self._send(status, {"error_code": code, "message": message})
-
-        def do_GET(self):  # noqa: N802 (http.server's naming)
-            self.started = time.perf_counter()
-            if self.path in ("/ping", "/health"):
-                if not scorer.features.snapshot.exists():
-                    self._send(HTTPStatus.SERVICE_UNAVAILABLE, b"no history snapshot yet\n", "text/plain")
-                else:
-                    self._send(HTTPStatus.OK, b"\n", "text/plain")
-            elif self.path == "/version":
-                champion = scorer.champion
-                self._send(HTTPStatus.OK, {"model_name": champion.name, "model_version": champion.version})
-            else:
-                self._error(HTTPStatus.NOT_FOUND, "NOT_FOUND", "GET /ping, GET /version or POST /invocations")
-
-        def do_POST(self):  # noqa: N802
-            self.started = time.perf_counter()
-            length = int(self.headers.get("Content-Length") or 0)
-            body = self.rfile.read(length) if 0 < length <= MAX_BODY_BYTES else b""
-            if self.path != "/invocations":
-                self._error(HTTPStatus.NOT_FOUND, "NOT_FOUND", "POST /invocations")
-            elif length > MAX_BODY_BYTES:
-                self.close_connection = True  # the body was not read
-                self._error(HTTPStatus.REQUEST_ENTITY_TOO_LARGE, "BAD_REQUEST", f"body over {MAX_BODY_BYTES} bytes")
-            elif not (self.headers.get("Content-Type") or "").startswith("application/json"):
-                self._error(HTTPStatus.UNSUPPORTED_MEDIA_TYPE, "BAD_REQUEST", "send Content-Type: application/json")
-            else:
-                try:
-                    response, self.timing = scorer.score(body)
-                except BadRequest as error:
-                    self._error(HTTPStatus.BAD_REQUEST, "BAD_REQUEST", str(error))
-                except (NoSnapshotError, ModelMismatch) as error:
-                    self._error(HTTPStatus.SERVICE_UNAVAILABLE, "SERVICE_UNAVAILABLE", str(error))
-                except Exception as error:  # its message could quote a value of the request: not sent, not logged
-                    log(f"error scoring a request: {type(error).__name__}")
-                    self._error(HTTPStatus.INTERNAL_SERVER_ERROR, "INTERNAL_ERROR", type(error).__name__)
-                else:
-                    self.rows = len(response["predictions"])
-                    self._send(HTTPStatus.OK, response)
-
-        def log_request(self, code="-", size="-"):
-            milliseconds = (time.perf_counter() - getattr(self, "started", time.perf_counter())) * 1000
-            path = self.path if self.path in ("/ping", "/health", "/version", "/invocations") else "(other)"
-            timing = f" ({self.timing})" if self.timing else ""
-            log(f"{self.command} {path} {code} {self.rows} rows {milliseconds:.1f} ms{timing}")
-
-        def log_message(self, format, *args):  # http.server's own messages: the request line is never logged
-            log("http: " + (format.split(":")[0] if "%" in format else format))
-
-    return Handler
-
-
-def make_server(storage, host: str, port: int, tracking, log=print) -> ThreadingHTTPServer:
-    """A server for the pipeline whose files `storage` (a resources.Storage) names: snapshot and salt; not yet serving."""
-    import torch
+    import uvicorn
 
     from engagement_pipeline.ingest.load import load_salt
+    from engagement_pipeline.serving.http_app import App, Guard, Limits, h11_protocol, own_hosts
 
-    # One intra-op thread per forward pass: requests already run side by side in threads, and torch's
-    # OpenMP workers spinning against them made a 100-row pass 4-10x slower on 2 busy cores (measured).
-    torch.set_num_threads(1)
+    limits = limits or Limits()
     salt_file = storage.salt_file
     if not salt_file.exists():
         raise SystemExit(f"{salt_file} does not exist: ingest exports first (engagement demo / engagement run)")
-    features = OnlineFeatures(snapshot_path(storage.serving), load_salt(salt_file))
+    features = OnlineFeatures(snapshot_path(storage.serving), load_salt(salt_file), threads=1)
     if features.snapshot.exists():
         started = time.perf_counter()
         features.load()  # before the first request, so /ping's 200 means "ready" and no caller waits for it
         log(f"history loaded in {time.perf_counter() - started:.1f}s")
     scorer = OnlineScorer(features, tracking, log=log)
-    server = ThreadingHTTPServer((host, port), _handler(scorer, log))
-    server.daemon_threads = True
-    server.scorer = scorer
-    return server
-
-
-def serve(storage, host: str, port: int, tracking) -> int:
-    """Serve until SIGINT or SIGTERM; requests in flight are answered first."""
-    from engagement_pipeline.model.registry import NoChampionError
-
-    log = lambda line: print(line, file=sys.stderr, flush=True)
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     try:
-        server = make_server(storage, host, port, tracking, log=log)
+        sock.bind((host, port))
+    except OSError as error:
+        sock.close()
+        scorer.close()
+        raise SystemExit(f"cannot listen on {host}:{port}: {error.strerror}") from None
+    sock.listen(limits.backlog)
+    port = sock.getsockname()[1]
+    app = App(scorer, limits, (BadRequest, NoSnapshotError, ModelMismatch))
+    config = uvicorn.Config(
+        Guard(app, own_hosts(host, port), token, log),
+        http=h11_protocol(),  # the strict parser h11: httptools would take what h11 refuses
+        interface="asgi3",
+        lifespan="off",
+        access_log=False,  # its lines carry the request line, query values included: Guard writes ours
+        log_config=None,
+        server_header=False,
+        date_header=True,
+        backlog=limits.backlog,
+        limit_concurrency=limits.max_connections,
+        timeout_keep_alive=limits.idle_s,
+        timeout_graceful_shutdown=limits.score_timeout_s,
+        h11_max_incomplete_event_size=64 * 1024,  # the request line and headers
+    )
+    server = uvicorn.Server(config)
+    server.scorer, server.app, server.port = scorer, app, port
+    return server, sock
+
+
+def serve(storage, host: str, port: int, tracking, token: str | None = None) -> int:
+    """Serve until SIGINT or SIGTERM; requests in flight are answered first."""
+    import logging
+
+    from engagement_pipeline.model.registry import NoChampionError
+    from engagement_pipeline.serving.http_app import whole_lines
+
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("%(message)s"))
+    uvicorn_log = logging.getLogger("uvicorn")
+    uvicorn_log.addHandler(handler)  # its own warnings (e.g. "Invalid HTTP request received."), never a value
+    uvicorn_log.setLevel(logging.WARNING)
+    uvicorn_log.propagate = False
+    try:
+        server, sock = make_server(storage, host, port, tracking, token=token, log=whole_lines)
     except NoChampionError as error:
         raise SystemExit(str(error)) from None
     champion = server.scorer.champion
-    log(
-        f"serving {champion.name} v{champion.version} on http://{host}:{server.server_address[1]} "
-        f"(POST /invocations, GET /ping); history {server.scorer.features.snapshot}"
+    shown = f"[{host}]" if ":" in host else host
+    whole_lines(
+        f"serving {champion.name} v{champion.version} on http://{shown}:{server.port} "
+        f"(POST /invocations, GET /ping){' with a token' if token else ''}; history {server.scorer.features.snapshot}"
     )
-    signal.signal(signal.SIGTERM, lambda signum, frame: threading.Thread(target=server.shutdown).start())
+    # uvicorn stops on SIGINT/SIGTERM once the requests in flight are answered, then raises the signal again
+    # under the handlers it found: these, so the process ends here, cleanly, rather than killed by it.
+    for stop_signal in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(stop_signal, lambda signum, frame: None)
     try:
-        server.serve_forever()
-    except KeyboardInterrupt:
-        pass
+        server.run(sockets=[sock])
     finally:
         server.scorer.close()
-        server.server_close()
-    log("stopped")
+        server.app.close()
+        sock.close()
+    whole_lines("stopped")
     return 0
