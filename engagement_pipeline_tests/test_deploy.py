@@ -298,6 +298,13 @@ def test_a_run_killed_with_the_daemon_is_marked_failed_and_the_next_tick_runs(de
     deployment.restart_daemon("* * * * *")
     started = time.time()
     running = deployment.wait_for_run("refresh_warehouse", dg.DagsterRunStatus.STARTED, 180, after=started)
+    # the run records its host first thing (ops/run_host.py); one killed before that is left to the maximum runtime
+    deadline = time.monotonic() + 60
+    while HOST_TAG not in running.tags and time.monotonic() < deadline:
+        time.sleep(0.2)
+        with deployment.instance() as instance:
+            running = instance.get_run_by_id(running.run_id)
+    assert running.tags.get(HOST_TAG) == this_host()
     daemon = services.load(deployment.layout.state)["daemon"]
     os.killpg(daemon.pid, signal.SIGKILL)  # the daemon, its code server and the run it launched: no goodbye
     time.sleep(1)
