@@ -354,3 +354,18 @@ def test_a_port_is_taken_only_while_someone_listens_on_it():
         server.listen()
         assert not port_is_free(port)
     assert port_is_free(port)
+
+
+def test_a_service_that_exited_is_not_running_even_before_it_is_reaped():
+    """A service whose parent (`deploy up`) exited may stay a zombie for a while: `up` must start it again."""
+    from engagement_pipeline.ops.stalled_runs import _process_start_time
+
+    child = subprocess.Popen(["sleep", "0.1"])
+    service = services.Service("x", child.pid, _process_start_time(child.pid), "-", "-")
+    assert service.running()
+    deadline = time.monotonic() + 10
+    while not services.is_zombie(child.pid) and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert services.is_zombie(child.pid)  # exited, not yet reaped
+    assert not service.running()
+    child.wait()

@@ -27,6 +27,13 @@ def _process_start_time(pid: int) -> float | None:
     return start_time(pid)
 
 
+def is_zombie(pid: int) -> bool:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] == "Z"
+    except (OSError, IndexError):
+        return False
+
+
 @dataclass
 class Service:
     name: str
@@ -37,8 +44,9 @@ class Service:
     stop_signal: int = signal.SIGTERM
 
     def running(self) -> bool:
+        """The recorded process still runs: same pid, same start time, and not a zombie waiting to be reaped."""
         started = _process_start_time(self.pid)
-        return started is not None and abs(started - self.started_at) < 2.0
+        return started is not None and abs(started - self.started_at) < 2.0 and not is_zombie(self.pid)
 
     def since(self) -> str:
         return dt.datetime.fromtimestamp(self.started_at, dt.UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
