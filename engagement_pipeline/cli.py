@@ -55,6 +55,8 @@ common jobs:
   engagement dagster-ui                 the Dagster UI and daemon on http://127.0.0.1:3000
   engagement mlflow-ui                  the MLflow UI on the project's store, http://127.0.0.1:5000
   engagement serve                      score raw export rows online, http://127.0.0.1:5001/invocations
+  engagement deploy up|status|down      PostgreSQL, an MLflow server and the Dagster daemon and UI for the
+                                        home: the nights then run by themselves (README, Deploy)
 """
 
 # What a run prints per asset when it is done, when the asset reports it: the table as it
@@ -196,6 +198,7 @@ def _materialize(
 
     from engagement_pipeline.console import console_logger_def
     from engagement_pipeline.definitions import build_definitions
+    from engagement_pipeline.ops.run_host import HOST_TAG, this_host
     from engagement_pipeline.ops.stalled_runs import fail_stalled_runs
     from engagement_pipeline.resources import resources_for
 
@@ -216,6 +219,7 @@ def _materialize(
             instance=instance,
             asset_selection=list(selection.resolve(defs.resolve_asset_graph())),
             partition_key=partition_key,
+            tags={HOST_TAG: this_host()},
             run_config={"loggers": {"console": {}}}
             | ({"ops": {"engagement_model": {"config": training}}} if training else {}),
             raise_on_error=False,
@@ -392,9 +396,12 @@ def mlflow_start_url(settings: Settings, host: str, port: int) -> str:
 
 
 def cmd_mlflow_ui(args) -> int:
+    from engagement_pipeline.deploy.command import deployed_elsewhere
     from engagement_pipeline.ui_process import require_free_port
     from engagement_pipeline.ui_process import run_server as _exec
 
+    if (deployed := deployed_elsewhere(args.settings, "mlflow")) is not None:
+        return deployed
     require_free_port(args.host, args.port)  # before the imports of mlflow_ui_command (seconds)
     environment = args.settings.child_environment()
     print(f"Open {mlflow_start_url(args.settings, args.host, args.port)} (the training runs)", flush=True)
@@ -402,9 +409,12 @@ def cmd_mlflow_ui(args) -> int:
 
 
 def cmd_dagster_ui(args) -> int:
+    from engagement_pipeline.deploy.command import deployed_elsewhere
     from engagement_pipeline.ui_process import require_free_port
     from engagement_pipeline.ui_process import run_server as _exec
 
+    if (deployed := deployed_elsewhere(args.settings, "webserver")) is not None:
+        return deployed
     require_free_port(args.host, args.port)
     open_dagster_instance(args.settings).dispose()  # its storage created once, before the UI and daemon start
     workspace = prepare_dagster_home(args.settings) / "workspace.yaml"
@@ -517,6 +527,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sub.add_argument("--port", type=int, default=5001, help="port (default 5001)")
     sub.set_defaults(func=cmd_serve)
+
+    from engagement_pipeline.deploy.command import add_parser as add_deploy_parser
+
+    add_deploy_parser(commands)
     return parser
 
 

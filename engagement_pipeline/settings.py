@@ -5,6 +5,10 @@
     MLFLOW_TRACKING_URI          MLflow tracking store                 sqlite:///<home>/mlflow.db
     DAGSTER_HOME                 Dagster instance                      <home>/dagster (the `engagement` command)
     ENGAGEMENT_PARTITIONS_START  first day of the daily partitions     2015-01-01
+    ENGAGEMENT_NIGHTLY_CRON      when the nightly refresh starts (UTC) 0 1 * * *
+
+A deployed home (`engagement deploy up`) records its MLflow server's URI in
+<home>/deploy/tracking_uri; with MLFLOW_TRACKING_URI unset, that is the store.
 
 `Settings.from_environment()` is the only reader of the environment in the
 package. It turns the variables into the environment of the child processes
@@ -35,6 +39,10 @@ EXPORTS_VARIABLE = "ENGAGEMENT_EXPORTS_DIR"
 TRACKING_VARIABLE = "MLFLOW_TRACKING_URI"
 DAGSTER_HOME_VARIABLE = "DAGSTER_HOME"
 PARTITIONS_START_VARIABLE = "ENGAGEMENT_PARTITIONS_START"
+NIGHTLY_CRON_VARIABLE = "ENGAGEMENT_NIGHTLY_CRON"
+DEFAULT_NIGHTLY_CRON = "0 1 * * *"
+DEPLOY_FOLDER = "deploy"  # what `engagement deploy` keeps under the home
+TRACKING_URI_FILE = "tracking_uri"  # <home>/deploy/tracking_uri: the deployed MLflow server
 
 
 @dataclass(frozen=True)
@@ -46,6 +54,7 @@ class Settings:
     tracking_uri: str | None = None  # None: the project's sqlite store under the home
     dagster_home: Path | None = None  # None: <home>/dagster
     partitions_start: str = DEFAULT_PARTITIONS_START
+    nightly_cron: str = DEFAULT_NIGHTLY_CRON
     from_env: frozenset[str] = frozenset()  # which of the fields above came from a set variable
 
     @classmethod
@@ -54,12 +63,14 @@ class Settings:
         present = frozenset(name for name in (HOME_VARIABLE, EXPORTS_VARIABLE, TRACKING_VARIABLE) if environ.get(name))
         exports = environ.get(EXPORTS_VARIABLE)
         dagster_home = environ.get(DAGSTER_HOME_VARIABLE)
+        home = Path(environ.get(HOME_VARIABLE) or DEFAULT_HOME).resolve()
         return cls(
-            home=Path(environ.get(HOME_VARIABLE) or DEFAULT_HOME).resolve(),
+            home=home,
             exports_dir=Path(exports).resolve() if exports else None,
-            tracking_uri=environ.get(TRACKING_VARIABLE) or None,
+            tracking_uri=environ.get(TRACKING_VARIABLE) or deployed_tracking_uri(home),
             dagster_home=Path(dagster_home).resolve() if dagster_home else None,
             partitions_start=environ.get(PARTITIONS_START_VARIABLE) or DEFAULT_PARTITIONS_START,
+            nightly_cron=environ.get(NIGHTLY_CRON_VARIABLE) or DEFAULT_NIGHTLY_CRON,
             from_env=present,
         )
 
@@ -88,3 +99,11 @@ class Settings:
         if self.tracking_uri:
             environment[TRACKING_VARIABLE] = self.tracking_uri
         return environment
+
+
+def deployed_tracking_uri(home: Path) -> str | None:
+    """The MLflow server a deployment of `home` recorded (`engagement deploy up`), or None."""
+    try:
+        return (home / DEPLOY_FOLDER / TRACKING_URI_FILE).read_text().strip() or None
+    except OSError:
+        return None

@@ -142,9 +142,9 @@ def test_contract_assets_groups_and_schedule():
     assert snapshot["assets"]["engagement_model"]["group"] == "training"
     assert snapshot["assets"]["user_predictions"]["group"] == "scoring"
 
-    schedule = snapshot["schedules"]["nightly_scoring_schedule"]
-    assert (schedule["cron"], schedule["timezone"]) == ("0 2 * * *", "UTC")
-    assert snapshot["jobs"][schedule["job"]]["assets"] == ["user_predictions"]
+    schedule = snapshot["schedules"]["nightly_refresh_schedule"]
+    assert (schedule["cron"], schedule["timezone"]) == ("0 1 * * *", "UTC")
+    assert snapshot["jobs"]["nightly_score_and_report"]["assets"] == ["engagement_report", "user_predictions"]
 
 
 def test_every_asset_and_check_is_described_and_owned():
@@ -262,7 +262,7 @@ def test_features_schema_marks_only_the_declared_nullable_columns():
     assert {column.name for column in schema.columns} > nullable | keys
 
 
-def test_the_nightly_refresh_ingests_and_rebuilds_the_models_an_hour_before_scoring(exports_dir, settings):
+def test_the_nightly_refresh_ingests_and_rebuilds_the_models_before_scoring(exports_dir, settings):
     from engagement_pipeline.definitions import build_definitions
     from engagement_pipeline_tests.conftest import copy_real_exports
 
@@ -271,9 +271,7 @@ def test_the_nightly_refresh_ingests_and_rebuilds_the_models_an_hour_before_scor
     )  # resources from this test's environment, as a code server would build them
 
     refresh = defs.resolve_schedule_def("nightly_refresh_schedule")
-    scoring = defs.resolve_schedule_def("nightly_scoring_schedule")
     assert (refresh.cron_schedule, refresh.execution_timezone) == ("0 1 * * *", "UTC")
-    assert int(refresh.cron_schedule.split()[1]) < int(scoring.cron_schedule.split()[1])
 
     copy_real_exports(exports_dir)
     result = defs.resolve_job_def(refresh.job_name).execute_in_process()
@@ -283,13 +281,11 @@ def test_the_nightly_refresh_ingests_and_rebuilds_the_models_an_hour_before_scor
         assert con.execute("select count(distinct horizon_minutes) from labels").fetchone() == (3,)
 
 
-@pytest.mark.parametrize(("schedule_name", "hour"), [("nightly_scoring_schedule", 2), ("nightly_report_schedule", 3)])
-def test_nightly_schedules_request_the_last_complete_utc_day_without_deprecated_calls(schedule_name, hour):
-    schedule = defs.resolve_schedule_def(schedule_name)
-    assert (schedule.cron_schedule, schedule.execution_timezone) == (f"0 {hour} * * *", "UTC")
-    tick = dt.datetime(2025, 9, 21, hour, 0, tzinfo=dt.UTC)
+def test_the_nightly_refresh_names_the_last_complete_utc_day_without_deprecated_calls():
+    schedule = defs.resolve_schedule_def("nightly_refresh_schedule")
+    tick = dt.datetime(2025, 9, 21, 1, 0, tzinfo=dt.UTC)
     with warnings.catch_warnings():
-        warnings.simplefilter("error", DeprecationWarning)  # e.g. Dagster's run_request_for_partition
+        warnings.simplefilter("error", DeprecationWarning)
         context = dg.build_schedule_context(scheduled_execution_time=tick, repository_def=defs.get_repository_def())
         requests = schedule.evaluate_tick(context).run_requests
-    assert [r.partition_key for r in requests] == ["2025-09-20"]
+    assert [r.tags["engagement/night"] for r in requests] == ["2025-09-20"]

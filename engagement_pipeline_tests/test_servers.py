@@ -273,8 +273,8 @@ def test_dagster_ui_shows_the_pipeline(tmp_path, http):
         assert {"labels", "features", "classifications", "user_predictions"} <= served_checks.keys()
 
         schedules = {schedule["name"]: schedule for schedule in repository["schedules"]}
-        nightly = schedules["nightly_scoring_schedule"]
-        assert (nightly["cronSchedule"], nightly["executionTimezone"]) == ("0 2 * * *", "UTC")
+        nightly = schedules["nightly_refresh_schedule"]
+        assert (nightly["cronSchedule"], nightly["executionTimezone"]) == ("0 1 * * *", "UTC")
         assert nightly["pipelineName"] in {job["name"] for job in repository["jobs"]}
         assert {job["name"] for job in repository["jobs"] if not job["name"].startswith("__")} == set(expected["jobs"])
 

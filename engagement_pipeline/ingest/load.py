@@ -30,6 +30,7 @@ from engagement_pipeline.ingest.files import (
     staged_columns,
     transcode_to_utf8,
 )
+from engagement_pipeline.ingest.known_files import record_fingerprints, scan_unknown
 from engagement_pipeline.ingest.structure import (
     CARRIAGE_RETURN,
     QUOTING,
@@ -417,7 +418,10 @@ def ingest_exports(
     """Ingest every new or changed file; check all headers before touching the warehouse."""
     ensure_schema(con)
     seen = {row[0] for row in run_sql(con, "known_files").fetchall()}
-    scans = {path: scan_file(path, MAX_LINE_BYTES, max_bytes=int(max_export_gb * 2**30)) for path in files}
+    # old snapshots are recognised by size, mtime and a quick fingerprint, not read again (known_files.py)
+    scans, fingerprints, _ = scan_unknown(
+        con, files, seen, run_sql, lambda path: scan_file(path, MAX_LINE_BYTES, max_bytes=int(max_export_gb * 2**30))
+    )
     new_files: dict[Path, tuple[list[str], str]] = {}  # the first path of each new content -> (header, encoding)
     for path in files:
         if scans[path].sha256 not in seen:
@@ -432,6 +436,7 @@ def ingest_exports(
         _ingest_new_files(con, files, new_files, scans, salt, scratch, log, max_rejected_share, report)
     finally:
         _set_memory_limit(con, previous_limit)
+    record_fingerprints(con, scans, fingerprints, run_sql)
     return report
 
 

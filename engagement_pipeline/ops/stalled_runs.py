@@ -10,7 +10,10 @@ Every run records the process that executes it in its RUN_START event
 (`pid`). A run is stalled when that process no longer exists, or the pid now
 belongs to a process started after the run (a reused pid). `stalled_runs_sensor`
 looks every minute from the daemon; the `engagement` command looks before each
-of its runs. Runs on other hosts are never judged (their pids mean nothing here).
+of its runs. Only runs that recorded this host when they started (the
+`engagement/host` tag, ops/run_host.py) are judged: a run on another host, or
+one that has not recorded its host, is left to Dagster's run monitoring (its
+maximum runtime, deploy/config.py).
 """
 
 from __future__ import annotations
@@ -21,8 +24,9 @@ from pathlib import Path
 
 import dagster as dg
 
+from engagement_pipeline.ops.run_host import HOST_TAG
+
 SWEEP_INTERVAL_S = 60
-HOST_TAG = "engagement/host"
 
 
 def _process_start_time(pid: int) -> float | None:
@@ -59,7 +63,7 @@ def fail_stalled_runs(instance: dg.DagsterInstance) -> list[str]:
     records = instance.get_run_records(filters=dg.RunsFilter(statuses=[dg.DagsterRunStatus.STARTED]))
     for record in records:
         run = record.dagster_run
-        if run.tags.get(HOST_TAG, socket.gethostname()) != socket.gethostname():
+        if run.tags.get(HOST_TAG) != socket.gethostname():  # another host's, or not recorded: not ours to judge
             continue
         starts = instance.get_records_for_run(run.run_id, of_type=dg.DagsterEventType.RUN_START, limit=1).records
         if not starts or starts[0].event_log_entry.dagster_event is None:

@@ -1,8 +1,13 @@
-"""Scoring's Dagster definitions: `user_predictions` and the nightly job and schedule that score the last day."""
+"""Scoring's Dagster definitions: `user_predictions`, the job that scores one day, and its freshness check.
+
+The nightly scoring is not on a clock of its own: the sensor in the root definitions.py requests it
+for the last complete day once the nightly refresh has succeeded, so a failed refresh is never
+followed by predictions from stale features.
+"""
 
 import dagster as dg
 
-from engagement_pipeline.partitions import previous_day_schedule
+from engagement_pipeline.partitions import day_freshness_checks
 from engagement_pipeline.scoring.assets import user_predictions
 
 nightly_scoring_job = dg.define_asset_job(
@@ -11,12 +16,7 @@ nightly_scoring_job = dg.define_asset_job(
     description="Score the users active on one UTC day with the champion model.",
 )
 
-# Fires at 02:00 UTC and requests the partition of the last complete day.
-nightly_scoring_schedule = previous_day_schedule(
-    nightly_scoring_job,
-    hour_of_day=2,
-    name="nightly_scoring_schedule",
-    description="Every night at 02:00 UTC, score the previous (last complete) UTC day.",
-)
+# Fails when, at 06:00 UTC, the previous day's partition has not been scored.
+freshness_checks = day_freshness_checks(user_predictions)
 
-defs = dg.Definitions(assets=[user_predictions], jobs=[nightly_scoring_job], schedules=[nightly_scoring_schedule])
+defs = dg.Definitions(assets=[user_predictions], asset_checks=freshness_checks, jobs=[nightly_scoring_job])
