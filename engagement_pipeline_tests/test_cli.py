@@ -17,22 +17,15 @@ import dagster as dg
 import duckdb
 import pytest
 
-from engagement_pipeline.cli import (
-    build_parser,
-    dagster_ui_command,
-    days_to_score,
-    main,
-    mlflow_ui_command,
-    scorable_days,
-    summary_line,
-)
-from engagement_pipeline.console import (
+from engagement_pipeline.cli import build_parser, days_to_score, main, scorable_days, summary_line
+from engagement_pipeline.cli.console import (
     EXIT_CODES,
     EXPORTS_PROBLEM,
     NOTHING_TO_SCORE,
     PORT_IN_USE,
     CommandFailed,
 )
+from engagement_pipeline.cli.servers import dagster_ui_command, mlflow_ui_command
 from engagement_pipeline.ingest.assets import ingest_assets
 from engagement_pipeline.ingest.files import PANOPTES_COLUMNS
 from engagement_pipeline.settings import Settings
@@ -287,7 +280,7 @@ def test_a_busy_port_ends_a_ui_command_at_once_with_one_line(subcommand):
 def test_a_server_that_fails_to_bind_is_stopped_and_the_command_ends_with_port_in_use():
     import time
 
-    from engagement_pipeline.ui_process import run_server
+    from engagement_pipeline.cli.servers import run_server
 
     # another process took the port between the check and the server's bind: the server says so and, like
     # `dg dev`, keeps running (its daemon) unless stopped
@@ -302,7 +295,7 @@ def test_a_server_that_fails_to_bind_is_stopped_and_the_command_ends_with_port_i
 
 def run_with_console(assets, capsys) -> tuple[object, str]:
     """Materialize `assets` through the command's console logger, as `_materialize` does; (result, stdout)."""
-    from engagement_pipeline.console import console_logger_def
+    from engagement_pipeline.cli.console import console_logger_def
 
     done = []
     defs = dg.Definitions(assets=assets)
@@ -341,7 +334,7 @@ def test_each_done_line_comes_when_its_asset_finishes_and_dagster_events_stay_qu
 
 def test_a_bug_prints_its_stack_trace_once_and_an_expected_condition_none(capsys, settings):
     from engagement_pipeline.cli import raise_run_failure
-    from engagement_pipeline.console import BUG, NO_CHAMPION
+    from engagement_pipeline.cli.console import BUG, NO_CHAMPION
     from engagement_pipeline.model.registry import NoChampionError
 
     @dg.asset

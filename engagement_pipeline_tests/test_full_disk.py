@@ -18,8 +18,9 @@ from pathlib import Path
 import duckdb
 import pytest
 
-from engagement_pipeline.cli import main, prepare_dagster_home
-from engagement_pipeline.console import DISK_FULL
+from engagement_pipeline.cli import main
+from engagement_pipeline.cli.console import DISK_FULL
+from engagement_pipeline.cli.instance import prepare_dagster_home
 from engagement_pipeline.ops.disk_space import DiskFullError
 from engagement_pipeline.resources import Warehouse
 from engagement_pipeline.settings import Settings

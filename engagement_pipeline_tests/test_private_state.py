@@ -58,7 +58,7 @@ def test_a_fresh_home_s_dagster_instance_and_mlflow_store_are_created_private(tm
     """Issue 23: the home was created 0755, mlflow.db and Dagster's runs.db 0644 (under the usual umask 022)."""
     import os
 
-    from engagement_pipeline.cli import open_dagster_instance
+    from engagement_pipeline.cli.instance import open_dagster_instance
     from engagement_pipeline.resources import Tracking
     from engagement_pipeline.settings import Settings
 
@@ -82,7 +82,7 @@ def test_four_first_runs_on_a_fresh_home_all_set_up_the_dagster_instance(tmp_pat
     home = tmp_path / "fresh-home"
     code = (
         "import sys; from pathlib import Path;"
-        "from engagement_pipeline.cli import open_dagster_instance; from engagement_pipeline.settings import Settings;"
+        "from engagement_pipeline.cli.instance import open_dagster_instance; from engagement_pipeline.settings import Settings;"
         "i = open_dagster_instance(Settings(home=Path(sys.argv[1]))); print(len(i.get_runs()))"
     )
     children = [

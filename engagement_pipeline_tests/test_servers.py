@@ -33,7 +33,7 @@ import pyarrow.parquet as pq
 import pytest
 import requests
 
-from engagement_pipeline.cli import mlflow_ui_command
+from engagement_pipeline.cli.servers import mlflow_ui_command
 from engagement_pipeline.definitions import defs
 from engagement_pipeline.resources import CHAMPION_ALIAS, EXPERIMENT_NAME, REGISTERED_MODEL_NAME
 from engagement_pipeline.scoring.assets import user_predictions

@@ -6,7 +6,7 @@ Each refusal is a CommandFailed with its exit code (console.EXIT_CODES) and one 
 import datetime as dt
 from pathlib import Path
 
-from engagement_pipeline.console import EXPORTS_PROBLEM, NOTHING_TO_SCORE, CommandFailed
+from engagement_pipeline.cli.console import EXPORTS_PROBLEM, NOTHING_TO_SCORE, CommandFailed
 from engagement_pipeline.settings import Settings
 
 

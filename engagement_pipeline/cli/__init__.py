@@ -14,13 +14,13 @@ import os
 import sys
 from pathlib import Path
 
-from engagement_pipeline.cli_checks import (
+from engagement_pipeline.cli.checks import (
     check_exports_option,
     latest_complete_days,
     not_promoted_lines,
     scorable_days,
 )
-from engagement_pipeline.console import (
+from engagement_pipeline.cli.console import (
     BUG,
     DISK_FULL,
     USAGE,
@@ -30,6 +30,8 @@ from engagement_pipeline.console import (
     silence_library_noise,
     wrapped,
 )
+from engagement_pipeline.cli.instance import open_dagster_instance
+from engagement_pipeline.cli.servers import cmd_dagster_ui, cmd_mlflow_ui, cmd_serve
 from engagement_pipeline.ops.disk_space import (
     MIN_FREE_MB,
     WHAT_TO_DO,
@@ -80,30 +82,6 @@ RUN_FIELDS_OF = {
 }
 
 
-DAGSTER_YAML = """\
-# Written by `engagement`: one run at a time, because every run uses the one DuckDB file.
-# A run whose process dies is marked failed within a minute by `stalled_runs_sensor`
-# (engagement_pipeline/ops/stalled_runs.py), so the queue never waits behind it.
-run_queue:
-  max_concurrent_runs: 1
-run_monitoring:
-  enabled: true
-  # a run that never starts (its process died while launching) fails after 3 minutes
-  start_timeout_seconds: 180
-  poll_interval_seconds: 60
-telemetry:
-  enabled: false
-"""
-
-# The code location by module name, so the same file serves a checkout and an installed wheel.
-WORKSPACE_YAML = """\
-# Written by `engagement`: the code location of engagement_pipeline, by module.
-load_from:
-  - python_module:
-      module_name: engagement_pipeline.definitions
-"""
-
-
 def check_home(settings: Settings) -> None:
     """Refuse a home that the sqlite stores cannot live in, before anything is created there."""
     if "?" in str(settings.home) or "#" in str(settings.home):
@@ -124,40 +102,6 @@ def disk_full_exit(settings: Settings, min_free_mb: float, cause: str) -> System
     return CommandFailed(
         DISK_FULL, disk_full_message(state_folders(settings), cause.replace(WHAT_TO_DO, ""), min_free_mb)
     )
-
-
-def prepare_dagster_home(settings: Settings) -> Path:
-    """The Dagster instance folder (DAGSTER_HOME, default <home>/dagster), with a dagster.yaml; owner-only."""
-    from engagement_pipeline.resources import private_folder
-
-    home = settings.dagster_instance_home
-    private_folder(settings.home)
-    private_folder(home)
-    config = home / "dagster.yaml"
-    if not config.exists():
-        previous = os.umask(0o077)
-        try:
-            config.write_text(DAGSTER_YAML)
-        finally:
-            os.umask(previous)
-    return home
-
-
-def open_dagster_instance(settings: Settings):
-    """The Dagster instance, its sqlite storage created owner-only (0600) and under a file lock: two
-    first runs started together on a fresh home raced to create its schemas ("table run_tags already
-    exists", alembic's "more than one head")."""
-    import dagster as dg
-
-    from engagement_pipeline.resources import exclusive_lock
-
-    home = prepare_dagster_home(settings)
-    previous = os.umask(0o077)
-    try:
-        with exclusive_lock(home / ".instance.lock", timeout_s=600):
-            return dg.DagsterInstance.from_config(str(home))
-    finally:
-        os.umask(previous)
 
 
 def summary_line(asset: str, metadata: dict) -> str:
@@ -189,14 +133,14 @@ def _materialize(
 
     The console shows the assets' INFO lines (their progress) rather than
     Dagster's event stream, and one `done:` line per asset as soon as it is
-    materialized (console.py). Returns each materialized asset's metadata. A
+    materialized (cli/console.py). Returns each materialized asset's metadata. A
     step that failed on an expected condition ends the command with its
     message and exit code (console.EXIT_CODES); any other failure prints its
     stack trace once and exits 1.
     """
     import dagster as dg
 
-    from engagement_pipeline.console import console_logger_def
+    from engagement_pipeline.cli.console import console_logger_def
     from engagement_pipeline.definitions import build_definitions
     from engagement_pipeline.ops.run_host import HOST_TAG, this_host
     from engagement_pipeline.ops.stalled_runs import fail_stalled_runs
@@ -344,104 +288,6 @@ def cmd_score(args) -> int:
     return 0
 
 
-def mlflow_ui_command(settings: Settings, host: str, port: int, workers: int = 2) -> list[str]:
-    """The MLflow UI against the project's tracking store and artifact folder.
-
-    Two workers rather than MLflow's four: one person browsing needs no more,
-    and it starts twice as fast on a small machine.
-    """
-    from engagement_pipeline.resources import resources_for
-
-    tracking = resources_for(settings)["tracking"]
-    command = [sys.executable, "-m", "mlflow", "server", "--backend-store-uri", tracking.uri(),
-               "--host", host, "--port", str(port), "--workers", str(workers)]  # fmt: skip
-    if tracking.project_store:
-        tracking.artifacts.mkdir(parents=True, exist_ok=True)
-        command += ["--default-artifact-root", tracking.artifacts.as_uri()]
-    return command
-
-
-def dagster_ui_command(workspace: Path, host: str, port: int) -> list[str]:
-    """`dg dev` (webserver and daemon, so the schedules run) on the instance's workspace.yaml.
-
-    `dg dev`, not `dagster dev`, which Dagster 1.13 marks as superseded; given a
-    workspace file it starts Dagster's own dev server on it, in this environment.
-    The workspace names the module, not a path, so an installed wheel works as a checkout does.
-    """
-    return [sys.executable, "-m", "dagster_dg_cli.cli", "dev", "-w", str(workspace), "-h", host, "-p", str(port)]
-
-
-ML_WORKFLOW = "workflowType=machine_learning"  # MLflow 3.17's UI picks GenAI or ML views by this, not by the tag
-
-
-def mlflow_start_url(settings: Settings, host: str, port: int) -> str:
-    """Where to open the MLflow UI: the `engagement` experiment's training runs, in the UI's machine-learning views.
-
-    MLflow 3.17.2's UI takes the experiment kind from its workflow type (the URL's `workflowType`, else
-    the browser's stored choice, "genai" in a fresh browser), not from the tag `mlflow.experimentKind`.
-    """
-    from engagement_pipeline.resources import resources_for
-
-    base = f"http://{'127.0.0.1' if host in ('0.0.0.0', '::') else host}:{port}"
-    tracking = resources_for(settings)["tracking"]
-    try:
-        experiment = (
-            tracking.client().get_experiment_by_name(tracking.experiment_name) if tracking.store_exists() else None
-        )
-    except Exception:  # a store not created yet, or unreadable: the server will say so
-        experiment = None
-    if experiment is None:
-        return f"{base}/#/experiments?{ML_WORKFLOW}"
-    return f"{base}/#/experiments/{experiment.experiment_id}/runs?{ML_WORKFLOW}"
-
-
-def cmd_mlflow_ui(args) -> int:
-    from engagement_pipeline.deploy.command import deployed_elsewhere
-    from engagement_pipeline.ui_process import require_free_port
-    from engagement_pipeline.ui_process import run_server as _exec
-
-    if (deployed := deployed_elsewhere(args.settings, "mlflow")) is not None:
-        return deployed
-    require_free_port(args.host, args.port)  # before the imports of mlflow_ui_command (seconds)
-    environment = args.settings.child_environment()
-    print(f"Open {mlflow_start_url(args.settings, args.host, args.port)} (the training runs)", flush=True)
-    return _exec(mlflow_ui_command(args.settings, args.host, args.port), environment, args.host, args.port)
-
-
-def cmd_dagster_ui(args) -> int:
-    from engagement_pipeline.deploy.command import deployed_elsewhere
-    from engagement_pipeline.ui_process import require_free_port
-    from engagement_pipeline.ui_process import run_server as _exec
-
-    if (deployed := deployed_elsewhere(args.settings, "webserver")) is not None:
-        return deployed
-    require_free_port(args.host, args.port)
-    open_dagster_instance(args.settings).dispose()  # its storage created once, before the UI and daemon start
-    workspace = prepare_dagster_home(args.settings) / "workspace.yaml"
-    if not workspace.exists() or workspace.read_text() != WORKSPACE_YAML:
-        workspace.write_text(WORKSPACE_YAML)
-    environment = args.settings.child_environment()
-    silence_library_noise(environment)  # the runs it launches load models too
-    return _exec(dagster_ui_command(workspace, args.host, args.port), environment, args.host, args.port)
-
-
-def cmd_serve(args) -> int:
-    from engagement_pipeline.resources import resources_for
-    from engagement_pipeline.serving.http_app import is_loopback
-    from engagement_pipeline.serving.server import serve
-
-    token = os.environ.get("ENGAGEMENT_SERVE_TOKEN") or None
-    if not is_loopback(args.host) and token is None:
-        raise SystemExit(
-            f"serving on {args.host} (not loopback) needs a token: set ENGAGEMENT_SERVE_TOKEN; "
-            "clients send it as `Authorization: Bearer <token>`"
-        )
-    if token is not None and (len(token) < 16 or not token.isascii() or not token.isprintable()):
-        raise SystemExit("ENGAGEMENT_SERVE_TOKEN must be at least 16 printable ASCII characters")
-    resources = resources_for(args.settings)  # the history snapshot and the salt are the storage's files
-    return serve(resources["storage"], args.host, args.port, resources["tracking"], token=token)
-
-
 def add_min_free_option(sub: argparse.ArgumentParser) -> None:
     sub.add_argument(
         "--min-free-mb",
@@ -580,7 +426,3 @@ def run_command(argv: list[str] | None) -> int:
         if is_disk_full(error) or says_disk_full(cause, state_folders(args.settings), args.min_free_mb):
             raise disk_full_exit(args.settings, args.min_free_mb, cause) from None
         raise
-
-
-if __name__ == "__main__":
-    sys.exit(main())
