@@ -19,6 +19,7 @@ import contextlib
 import json
 import tempfile
 import time
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -315,12 +316,16 @@ def log_inputs(data: Dataset, split: Split, config: TrainingConfig, degenerate: 
     last = day(data.matrix.created_at.max())
     sets = {}
     for context, rows in (("training", split.train), ("testing", split.test)):
-        sets[context] = mlflow.data.from_numpy(
-            {name: data.matrix.X[rows, j] for j, name in enumerate(data.matrix.feature_names)},
-            source=f"warehouse features + labels up to {last}",
-            targets={f"continues_{w}m": split.labels[rows, h] for h, w in enumerate(data.horizons)},
-            name=f"{context} period ({len(rows):,} rows, current classification)",
-        )
+        with warnings.catch_warnings():  # a text source matches two of MLflow's local source types: either is right
+            warnings.filterwarnings(
+                "ignore", message="The specified dataset source can be interpreted in multiple ways"
+            )
+            sets[context] = mlflow.data.from_numpy(
+                {name: data.matrix.X[rows, j] for j, name in enumerate(data.matrix.feature_names)},
+                source=f"warehouse features + labels up to {last}",
+                targets={f"continues_{w}m": split.labels[rows, h] for h, w in enumerate(data.horizons)},
+                name=f"{context} period ({len(rows):,} rows, current classification)",
+            )
         mlflow.log_input(sets[context], context=context)
     return sets["testing"]
 
