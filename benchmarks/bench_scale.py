@@ -158,6 +158,12 @@ def step_intervals(home: Path) -> tuple[list[dict], dict[str, float]]:
     return steps, marks
 
 
+def seconds(run, key: str) -> float | None:
+    """A run's logged seconds: a tag (this version), else a metric (runs logged before issue 22)."""
+    value = run.data.tags.get(key, run.data.metrics.get(key))
+    return None if value is None else float(value)
+
+
 def mlflow_figures(home: Path) -> dict:
     """The training run's own figures: baselines_seconds, examples per epoch, epochs run."""
     import mlflow
@@ -171,8 +177,9 @@ def mlflow_figures(home: Path) -> dict:
     run = runs[0]
     epochs = len(client.get_metric_history(run.info.run_id, "val_loss")) - 1
     return {
-        "baselines_seconds": run.data.metrics.get("baselines_seconds"),
-        "lstm_training_seconds": run.data.metrics.get("lstm_training_seconds"),
+        # tags since issue 22 (seconds vary with load, so they are not metrics); metrics in older runs
+        "baselines_seconds": seconds(run, "baselines_seconds"),
+        "lstm_training_seconds": seconds(run, "lstm_training_seconds"),
         "train_examples_per_epoch": int(run.data.params.get("train_examples_per_epoch", 0)),
         "n_train": int(run.data.params.get("n_train", 0)),
         "n_features": int(run.data.params.get("n_features", 0)),

@@ -118,7 +118,7 @@ def main(argv: list[str] | None = None) -> int:
     nightly = defs.resolve_job_def("nightly_score_and_report")
     quick = {"epochs": 1, "patience": 1, "max_train_examples": 4_000, "max_val_examples": 2_000,
              "max_wide_examples": 5_000, "forest_max_train_rows": 2_000, "hidden_size": 8,
-             "baseline_search_seconds": 1.0, "bootstrap_resamples": 50}  # fmt: skip
+             "baseline_max_candidates": 1, "bootstrap_resamples": 50}  # fmt: skip
 
     def retrain(instance) -> str:
         job = defs.resolve_implicit_global_asset_job_def()

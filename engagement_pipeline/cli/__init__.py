@@ -242,7 +242,7 @@ def print_up_front_estimate(exports: Path, training: dict) -> None:
     files = find_exports(exports) if exports.is_dir() else []
     words = up_front_estimate(files, TrainingConfig(**training)) if files else ""
     if words:
-        print(f"estimate: {words}", flush=True)
+        print(wrapped(f"estimate: {words}", "", "  "), flush=True)
 
 
 def cmd_generate(args) -> int:
