@@ -209,7 +209,7 @@ def deployment(tmp_path_factory, trained_home):
     from engagement_pipeline_tests.conftest import QUICK_TRAINING
     from engagement_pipeline_tests.crash_helpers import pipeline_env
     from engagement_pipeline_tests.shared_homes import copy_home
-    from engagement_pipeline_tests.training_fixtures import crown_latest_version
+    from engagement_pipeline_tests.training_fixtures import crown_latest_version_by_hand
 
     source, _ = trained_home
     root = tmp_path_factory.mktemp("dep")
@@ -233,7 +233,7 @@ def deployment(tmp_path_factory, trained_home):
             run_config={"ops": {"engagement_model": {"config": QUICK_TRAINING}}},
         )
         assert result.success
-        crown_latest_version(resources_for(settings)["tracking"])
+        crown_latest_version_by_hand(resources_for(settings)["tracking"])
         yield deployed
     finally:
         print(engagement(env, "deploy", "down", timeout_s=180))

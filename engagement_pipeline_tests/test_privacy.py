@@ -21,6 +21,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from engagement_pipeline import cli, ingest
+from engagement_pipeline.cli.servers import mlflow_ui_command
 from engagement_pipeline.ingest.assets import ingest_assets, ingest_checks
 from engagement_pipeline.resources import Warehouse
 from engagement_pipeline.settings import Settings
@@ -146,7 +147,7 @@ def test_servers_bind_to_localhost_by_default():
     for command in ("dagster-ui", "mlflow-ui"):
         assert parser.parse_args([command]).host == "127.0.0.1"
     args = parser.parse_args(["mlflow-ui"])
-    argv = cli.mlflow_ui_command(Settings.from_environment(), args.host, args.port)
+    argv = mlflow_ui_command(Settings.from_environment(), args.host, args.port)
     assert argv[argv.index("--host") + 1] == "127.0.0.1"
     assert "0.0.0.0" not in argv
 
