@@ -181,7 +181,7 @@ def raise_run_failure(settings: Settings, result, min_free_mb: float) -> None:
     step, error = failures[0]
     code, message, stack = classify_failure(step, error)
     if code == DISK_FULL or says_disk_full(message, state_folders(settings), min_free_mb):
-        raise disk_full_exit(settings, min_free_mb, f"run {result.run_id} failed in {step}")
+        raise disk_full_exit(settings, min_free_mb, f"run {result.run_id} failed in {step}: {message}")
     if code != BUG:
         raise CommandFailed(code, f"{step}: {message}")
     raise CommandFailed(
