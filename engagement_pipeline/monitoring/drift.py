@@ -127,8 +127,10 @@ def drift_reference(
     n_bins: int = N_BINS,
     groups: np.ndarray | None = None,
     train_period_us: tuple[int, int] | None = None,
+    rows: np.ndarray | None = None,
 ) -> dict:
-    """Quantile bin edges, bin shares and intraclass correlation of every input over training rows `X` [N, F].
+    """Quantile bin edges, bin shares and intraclass correlation of every input over training rows `X` [N, F]
+    (or its rows `rows`, read one column at a time: no copy of the whole matrix, in float64 or otherwise).
 
     Edges are the distinct interior quantiles of the non-missing values, so a
     binary input gets one edge and a constant one none; NaN is a bin of its
@@ -137,14 +139,14 @@ def drift_reference(
     sample size; without them rows count as independent. `train_period_us`
     (first and end microsecond of the training period) is kept for the report.
     """
-    X = np.asarray(X, dtype=np.float64)
+    X = np.asarray(X)
     if X.ndim != 2 or X.shape[1] != len(feature_names):
         raise ValueError(
             f"X has shape {X.shape}, expected [rows, {len(feature_names)}] for {len(feature_names)} inputs"
         )
     inputs = {}
     for j, name in enumerate(feature_names):
-        column = X[:, j]
+        column = np.asarray(X[:, j] if rows is None else X[rows, j], dtype=np.float64)
         present = column[~np.isnan(column)]
         quantiles = np.linspace(0, 1, n_bins + 1)[1:-1]
         edges = np.unique(np.quantile(present, quantiles)) if len(present) else np.empty(0)
@@ -156,10 +158,11 @@ def drift_reference(
             "mean": float(present.mean()) if len(present) else None,
             "missing_share": float(1 - len(present) / max(len(column), 1)),
         }
-    sizes = group_sizes(groups, len(X))
+    n_rows = len(X) if rows is None else len(rows)
+    sizes = group_sizes(groups, n_rows)
     reference = {
         "format": REFERENCE_FORMAT,
-        "n_rows": int(len(X)),
+        "n_rows": int(n_rows),
         "n_groups": int(len(sizes)),
         "weighted_mean_group_size": float(np.sum(sizes.astype(np.float64) ** 2) / max(sizes.sum(), 1)),
         "n_bins": n_bins,
@@ -175,7 +178,7 @@ def drift_reference_for(matrix, rows: np.ndarray, train_end_us: int | None = Non
     rows = np.asarray(rows)
     groups = volunteer_days(matrix.user_start[rows], matrix.created_at[rows])
     period = (int(matrix.created_at[rows].min()), int(train_end_us)) if len(rows) and train_end_us else None
-    return drift_reference(matrix.X[rows], matrix.feature_names, groups=groups, train_period_us=period)
+    return drift_reference(matrix.X, matrix.feature_names, groups=groups, train_period_us=period, rows=rows)
 
 
 def psi(reference_shares: np.ndarray, day_counts: np.ndarray, n_reference: float, n_day: float) -> float:
