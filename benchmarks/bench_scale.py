@@ -313,7 +313,7 @@ con.execute('''
 
 BARE_LOOP = """
 import sys, time, torch
-from engagement_pipeline.model.lstm import EngagementLSTM, Scaling, masked_bce
+from engagement_pipeline.model.lstm import EngagementLSTM, Scaling, train_step
 import numpy as np
 torch.set_num_threads(1)
 window, features, batch, windows = map(int, sys.argv[1:5])
@@ -325,11 +325,7 @@ steps = 60
 for step in range(steps + 5):
     if step == 5:
         started = time.process_time()
-    loss = masked_bce(model.logits(x), y)
-    optimizer.zero_grad(set_to_none=True)
-    loss.backward()
-    torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-    optimizer.step()
+    train_step(model, optimizer, x, y)
 print((time.process_time() - started) / (steps * batch) * windows)
 """
 

@@ -88,17 +88,12 @@ def throughput(db: Path, config: TrainingConfig, n_batches: int, repeats: int) -
         return len(rows) / (time.perf_counter() - started)
 
     def bare() -> float:
-        from engagement_pipeline.model.lstm import masked_bce
+        from engagement_pipeline.model.lstm import train_step
 
         model.train()
         started = time.perf_counter()
         for x, y in prebuilt:
-            loss = masked_bce(model.logits(x), y)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-            optimizer.step()
-            loss.item()
+            train_step(model, optimizer, x, y).item()
         return len(rows) / (time.perf_counter() - started)
 
     real(), bare()  # warm up both

@@ -144,7 +144,7 @@ def calibrate_examples_per_second(
     import torch
 
     from engagement_pipeline.model.device import pick_device, set_threads
-    from engagement_pipeline.model.lstm import EngagementLSTM, Scaling, masked_bce
+    from engagement_pipeline.model.lstm import EngagementLSTM, Scaling, train_step
 
     set_threads(config.torch_threads)
     device = pick_device(config.device)
@@ -159,12 +159,7 @@ def calibrate_examples_per_second(
     for step in range(batches + 1):
         if step == 1:
             started = time.perf_counter()
-        loss = masked_bce(model.logits(x), y)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-        optimizer.step()
-        loss.item()
+        train_step(model, optimizer, x, y).item()
     return batches * config.batch_size / (time.perf_counter() - started)
 
 

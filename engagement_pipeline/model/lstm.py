@@ -195,3 +195,18 @@ def masked_bce(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
         logits, torch.nan_to_num(targets, nan=0.0), reduction="none"
     )
     return (losses * known).sum() / known.sum().clamp(min=1)
+
+
+def train_step(
+    model: EngagementLSTM, optimizer: torch.optim.Optimizer, x: torch.Tensor, y: torch.Tensor
+) -> torch.Tensor:
+    """One AdamW step on a batch: masked BCE, gradients clipped to norm 1. Returns the batch's loss (a tensor).
+
+    The one step of training, its cost calibration and the benchmarks' bare loops.
+    """
+    loss = masked_bce(model.logits(x), y)
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+    optimizer.step()
+    return loss

@@ -202,19 +202,14 @@ def train_epoch(model, optimizer, batch_iter, device: str, progress: "Progress |
     """One pass of masked-BCE AdamW steps; returns the example-weighted mean loss (progress: windows done)."""
     import torch
 
-    from engagement_pipeline.model.lstm import masked_bce
+    from engagement_pipeline.model.lstm import train_step
 
     model.train()
     total, count = 0.0, 0
     for x, y in batch_iter:
         x = torch.from_numpy(x).to(device, non_blocking=True)
         y = torch.from_numpy(y).to(device, non_blocking=True)
-        loss = masked_bce(model.logits(x), y)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-        optimizer.step()
-        total += loss.item() * len(x)
+        total += train_step(model, optimizer, x, y).item() * len(x)
         count += len(x)
         if progress is not None:
             progress.update(count)
