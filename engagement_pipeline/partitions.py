@@ -19,7 +19,6 @@ daily_partitions = dg.DailyPartitionsDefinition(start_date=Settings.from_environ
 # refresh starts at 01:00 (ENGAGEMENT_NIGHTLY_CRON) and a night takes minutes, so five hours cover a
 # retry. A night moved later than about 05:00 by ENGAGEMENT_NIGHTLY_CRON fails this check every day.
 FRESHNESS_DEADLINE_CRON = "0 6 * * *"
-FRESHNESS_DEADLINE = "06:00 UTC"
 
 # The run tag naming the day a night scores: set by the nightly refresh, read by the sensor that follows it.
 NIGHT_TAG = "engagement/night"

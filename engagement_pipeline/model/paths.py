@@ -41,9 +41,6 @@ class PathChoice:
     val_roc_auc_sequence: list[float] = field(default_factory=list)
     val_roc_auc_linear: list[float] = field(default_factory=list)
 
-    def uses_history(self, h: int) -> bool:
-        return self.paths[h] == SEQUENCE
-
 
 def linear_probabilities(model, current) -> np.ndarray:
     """P(continue) [N, H] of the linear path alone on raw current rows (torch tensor [N, F])."""

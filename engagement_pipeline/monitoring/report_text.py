@@ -10,7 +10,6 @@ and metric names belong to the page's details section, not here.
 
 from __future__ import annotations
 
-import datetime as dt
 import html
 from dataclasses import dataclass
 
@@ -143,10 +142,6 @@ def interval_text(estimate: float, low: float, high: float) -> str:
     if not (np.isfinite(low) and np.isfinite(high)) or (low == estimate == high):
         return f"{estimate:.2f}"
     return f"{estimate:.2f} ({low:.2f} to {high:.2f})"
-
-
-def day_of(value) -> str:
-    return value.isoformat() if isinstance(value, dt.date) else str(value)
 
 
 def table_html(header: list[str], rows: list[list[str]]) -> str:
