@@ -1,8 +1,8 @@
 """The morning report: a self-contained page per day, the same plots and numbers in Dagster.
 
 Runs on the small real world of monitoring_fixtures.py (a champion, days
-after its training period), materializing `user_predictions` and
-`engagement_report` for a day as the UI would.
+after its training period), materializing `user_predictions`, its checks and
+`engagement_report` for a day as the nightly job does (DAILY).
 """
 
 import re
@@ -14,6 +14,7 @@ import pytest
 
 from engagement_pipeline.definitions import defs
 from engagement_pipeline.monitoring import plots
+from engagement_pipeline.monitoring.checks import monitoring_checks
 from engagement_pipeline.monitoring.report import engagement_report, report_path
 from engagement_pipeline.partitions import daily_partitions
 from engagement_pipeline.scoring.assets import user_predictions
@@ -22,6 +23,7 @@ from engagement_pipeline_tests.project import project_resources
 
 DAY = ORDINARY_DAYS[3]
 SECTIONS = ("who_to_reach", "dropoff", "realized_quality", "drift")
+DAILY = [user_predictions, *monitoring_checks, engagement_report]  # a night's run: the file, its checks, the report
 
 
 @pytest.fixture
@@ -34,7 +36,7 @@ def materialize(assets, day: str, **kwargs) -> dg.ExecuteInProcessResult:
 
 
 def test_the_report_is_one_self_contained_page_with_every_section(home):
-    materialize([user_predictions, engagement_report], DAY)
+    materialize(DAILY, DAY)
     page_path = report_path(home / "reports", DAY)
     assert page_path == home / "reports" / f"date={DAY}" / "report.html"
     page = page_path.read_text()
@@ -86,7 +88,7 @@ def test_the_report_is_one_self_contained_page_with_every_section(home):
 
 
 def test_the_report_metadata_carries_numbers_for_the_plots_tab_and_the_plots(home):
-    result = materialize([user_predictions, engagement_report], DAY)
+    result = materialize(DAILY, DAY)
     metadata = result.asset_materializations_for_node("engagement_report")[0].metadata
     p = pq.read_table(project_resources()["storage"].prediction_file(DAY)).column("p_continue_10m").to_numpy()
     assert metadata["active_users"].value == len(p)
@@ -104,7 +106,7 @@ def test_the_report_metadata_carries_numbers_for_the_plots_tab_and_the_plots(hom
 
 def test_a_quiet_day_still_gets_a_page(home):
     day = "2025-12-25"  # after the data: nobody was active
-    result = materialize([user_predictions, engagement_report], day)
+    result = materialize(DAILY, day)
     page = report_path(home / "reports", day).read_text()
     assert f"On {day} no volunteer classified." in page
     assert result.asset_materializations_for_node("engagement_report")[0].metadata["active_users"].value == 0
@@ -131,7 +133,7 @@ def test_plots_are_png_even_with_nothing_to_draw():
     empty = [
         plots.at_risk_png(np.empty(0), 10, 0, subtitle),
         plots.dropoff_png(np.arange(3), np.zeros(3), np.zeros(3), 0, 0, "none", 30, subtitle),
-        plots.realized_quality_png([10], np.empty((0, 1)), np.empty((0, 1)), {}, {}, subtitle),
+        plots.realized_quality_png([10], {}, {}, {}, subtitle),
         plots.drift_png([], np.empty(0), np.empty(0), np.empty(0, bool), 0.25, subtitle),
     ]
     assert all(png.startswith(b"\x89PNG\r\n\x1a\n") and len(png) > 1_000 for png in empty)
@@ -195,14 +197,17 @@ def test_intervals_read_as_intervals():
 
 
 def test_a_home_without_sessions_and_labels_names_the_assets_to_materialize_first(home):
-    from engagement_pipeline.monitoring.checks import monitoring_checks
-
     materialize([user_predictions], DAY)  # scored while the tables were there
     with project_resources()["warehouse"].connect() as con:
         con.execute("drop table labels")
         con.execute("drop table sessions")
-    result = materialize([user_predictions, engagement_report, *monitoring_checks], DAY, raise_on_error=False)
+    result = materialize(DAILY, DAY, raise_on_error=False)
     failures = {e.step_key: e.step_failure_data.error.to_string() for e in result.all_events if e.is_step_failure}
+    # the check the report reads fails first, and the report (after it) does not run
+    assert set(failures) == {"user_predictions_realized_quality"}, failures
+    assert not result.asset_materializations_for_node("engagement_report")
+    alone = materialize([engagement_report], DAY, raise_on_error=False)  # the report on its own says the same
+    failures |= {e.step_key: e.step_failure_data.error.to_string() for e in alone.all_events if e.is_step_failure}
     assert set(failures) == {"engagement_report", "user_predictions_realized_quality"}, failures
     for message in failures.values():
         assert "MissingUpstreamError: The warehouse has no sessions, labels table yet" in message

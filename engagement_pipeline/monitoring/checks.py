@@ -1,7 +1,9 @@
 """Monitoring: does the champion still work, and does today's data look like what it learned from?
 
 Two asset checks on `user_predictions`, both WARN (they never stop the
-scoring), both partitioned like it, so each scored day gets its verdict:
+scoring), both partitioned like it, so each scored day gets its verdict. Both
+judge the model version that scored the day (the predictions file names it;
+the current champion for a day without volunteers):
 
 * `feature_drift`: PSI of every model input over the scored day's
   classifications against the reference stored with the champion
@@ -22,17 +24,26 @@ almost always the end of a session (on the sample 0.4% of them continue), so
 an ROC-AUC over those rows says next to nothing and is not what the test
 interval measured. The champion scores the day's classifications exactly as
 the nightly scoring and the online server would (same windows, same model).
+
+One computation per scored day: each check stores what it computed in the
+warehouse (results.py: tables `feature_drift` and `realized_quality`, keyed by
+the day and the model version) before it returns, and the morning report
+shows those stored figures. The checks are `blocking` for that reason alone:
+Dagster then runs them before the assets downstream of `user_predictions`
+(the report) in the same run. Their severity is WARN, so a failed check never
+stops the report; a check that raises (a table missing) does.
 """
 
 import datetime as dt
 import warnings
-from dataclasses import dataclass, field
+from dataclasses import dataclass
+from pathlib import Path
 
 import dagster as dg
 import numpy as np
 
 from engagement_pipeline.model.evaluation import auc_with_interval
-from engagement_pipeline.model.registry import ChampionVersion, NoChampionError, find_champion
+from engagement_pipeline.model.registry import ChampionVersion, NoChampionError, find_champion, registered_version
 from engagement_pipeline.model.windows import FeatureMatrix, gather_windows, load_feature_matrix
 from engagement_pipeline.monitoring.drift import (
     MIN_ROWS,
@@ -43,8 +54,14 @@ from engagement_pipeline.monitoring.drift import (
     load_drift_reference,
     matrix_drift,
 )
+from engagement_pipeline.monitoring.results import (
+    MIN_KNOWN_OUTCOMES,
+    RealizedQuality,
+    store_drift,
+    store_realized,
+)
 from engagement_pipeline.partitions import daily_partitions
-from engagement_pipeline.resources import Tracking, Warehouse
+from engagement_pipeline.resources import Storage, Tracking, Warehouse
 
 # Partitioned asset checks are a preview feature of Dagster 1.13, which says so on every load of the code
 # location (and every `engagement` command): README says it once, the console need not.
@@ -55,7 +72,7 @@ warnings.filterwarnings(
 )
 
 MICROS_PER_MINUTE = 60_000_000
-MIN_KNOWN_OUTCOMES = 30  # per horizon, with both outcomes present, to judge a day's ROC-AUC
+MIN_CALIBRATION_OUTCOMES = 20  # known outcomes a horizon needs for its calibration points
 DAY = dt.timedelta(days=1)
 
 
@@ -156,6 +173,22 @@ def read_labelled_day(con, day: dt.date, window: int, horizons: list[int]) -> La
     return LabelledDay(day, matrix, rows, horizons, labels)
 
 
+def version_that_scored(file: Path, tracking: Tracking) -> tuple[ChampionVersion, str]:
+    """The registered version named in the day's predictions file (its model_name / model_version columns), and a
+    note when the file names none (an empty day: then the current champion, said so)."""
+    import pyarrow.parquet as pq
+
+    if not file.exists():
+        raise FileNotFoundError(f"{file} does not exist: materialize `user_predictions` for that day first")
+    table = pq.read_table(file, columns=["model_name", "model_version"]).to_pydict()
+    scored_by = sorted(set(zip(table["model_name"], table["model_version"])))
+    if len(scored_by) > 1:
+        raise ValueError(f"{file}: rows scored by more than one model version ({scored_by})")
+    if not scored_by:
+        return find_champion(tracking), " (no volunteer that day: the current champion)"
+    return registered_version(tracking, *scored_by[0]), ""
+
+
 # --------------------------------------------------------------------------- realized ROC-AUC of a day
 
 
@@ -170,36 +203,6 @@ def realized_intervals(
         known_outcomes[w] = int((~np.isnan(y)).sum())
         realized[w] = auc_with_interval(y, p[:, h], volunteer)
     return realized, known_outcomes
-
-
-@dataclass
-class RealizedQuality:
-    day: dt.date | None
-    model: str
-    horizons: list[int]
-    realized: dict[int, tuple[float, float, float]] = field(default_factory=dict)  # W -> (auc, low, high)
-    test: dict[int, tuple[float, float, float]] = field(default_factory=dict)  # W -> (auc, low, high)
-    test_interval_source: str = ""
-    known_outcomes: dict[int, int] = field(default_factory=dict)
-    brier: dict[int, float] = field(default_factory=dict)
-    y: np.ndarray = field(default_factory=lambda: np.empty((0, 0)), repr=False)
-    p: np.ndarray = field(default_factory=lambda: np.empty((0, 0)), repr=False)
-    note: str = ""
-
-    def judged(self, w: int) -> bool:
-        return self.known_outcomes.get(w, 0) >= MIN_KNOWN_OUTCOMES and np.isfinite(self.realized.get(w, (np.nan,))[0])
-
-    @property
-    def below_test(self) -> list[int]:
-        """Horizons whose realized interval lies wholly below the test interval's lower end."""
-        return [
-            w
-            for w in self.horizons
-            if self.judged(w)
-            and w in self.test
-            and np.isfinite(self.test[w][1])
-            and self.realized[w][2] < self.test[w][1]
-        ]
 
 
 def test_interval(client, run_id: str, horizons: list[int]) -> tuple[dict[int, tuple[float, float, float]], str]:
@@ -220,10 +223,25 @@ def test_interval(client, run_id: str, horizons: list[int]) -> tuple[dict[int, t
     return out, "; ".join(sorted(sources)) or "the champion's run logged no test ROC-AUC"
 
 
+def calibration_points(y: np.ndarray, p: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
+    """(mean prediction, observed share that continued) per octile of the prediction over the known outcomes of
+    one horizon (`y` NaN = unknown); None with fewer than MIN_CALIBRATION_OUTCOMES of them."""
+    known = ~np.isnan(y)
+    if known.sum() < MIN_CALIBRATION_OUTCOMES:
+        return None
+    y, p = y[known], p[known]
+    edges = np.unique(np.quantile(p, np.linspace(0, 1, 9)))
+    bins = np.clip(np.searchsorted(edges, p, side="right") - 1, 0, max(len(edges) - 2, 0))
+    count = np.bincount(bins)
+    filled = count > 0
+    return np.bincount(bins, p)[filled] / count[filled], np.bincount(bins, y)[filled] / count[filled]
+
+
 def realized_quality(
-    con_factory, tracking: Tracking, on_or_before: dt.date, log=None, version: ChampionVersion | None = None
+    con_factory, tracking: Tracking, on_or_before: dt.date, version: ChampionVersion | None = None
 ) -> RealizedQuality:
-    """Realized ROC-AUC and Brier of `version` (default: the champion) on the latest labelled day <= `on_or_before`.
+    """Realized ROC-AUC, Brier and calibration of `version` (default: the champion) on the latest labelled day
+    <= `on_or_before`.
 
     `con_factory()` is a context manager giving a warehouse connection (held
     only while reading); the model loads afterwards.
@@ -258,9 +276,9 @@ def realized_quality(
         known = ~np.isnan(data.labels[:, h])
         if known.any():
             result.brier[w] = binary_metrics(data.labels[known, h], p[known, h])["brier"]
-    result.y, result.p = data.labels, p
-    if log is not None:
-        log.info(f"realized quality of {model} on {day}: {realized_words(result)}")
+        points = calibration_points(data.labels[:, h], p[:, h])
+        if points is not None:
+            result.calibration[w] = points
     return result
 
 
@@ -316,33 +334,44 @@ def day_drift_for_champion(
 # --------------------------------------------------------------------------- the asset checks
 
 
+def not_judged(description: str, metadata: dict | None = None) -> dg.AssetCheckResult:
+    return dg.AssetCheckResult(
+        passed=False, severity=dg.AssetCheckSeverity.WARN, description=f"Not judged: {description}",
+        metadata=metadata or {},
+    )  # fmt: skip
+
+
+def scoring_version(storage: Storage, tracking: Tracking, day: str) -> ChampionVersion:
+    """The version that scored `day` (its predictions file), or NoChampionError / FileNotFoundError saying why not."""
+    return version_that_scored(storage.prediction_file(day), tracking)[0]
+
+
 @dg.asset_check(
     asset=dg.AssetKey("user_predictions"),
     name="feature_drift",
     partitions_def=daily_partitions,
-    blocking=False,
+    blocking=True,  # runs before the report, which shows what it stored; WARN never blocks (module docstring)
     description=(
         f"WARN when a model input's population stability index on the scored day, against the reference stored "
-        f"with the champion, exceeds {PSI_THRESHOLD} and the noise floor of that day's sample size. Inputs that "
-        "a single day cannot match by construction (weekday) or that grow with calendar time (history so far) "
-        f"are not judged; a day with fewer than {MIN_ROWS} classifications is not judged."
+        f"with the model version that scored it, exceeds {PSI_THRESHOLD} and the noise floor of that day's sample "
+        "size. Inputs that a single day cannot match by construction (weekday) or that grow with calendar time "
+        f"(history so far) are not judged; a day with fewer than {MIN_ROWS} classifications is not judged. "
+        "Stores its figures in the warehouse table `feature_drift`, which the report shows."
     ),
 )
-def feature_drift(context: dg.AssetCheckExecutionContext, warehouse: Warehouse, tracking: Tracking):
+def feature_drift(context: dg.AssetCheckExecutionContext, warehouse: Warehouse, tracking: Tracking, storage: Storage):
     day = dt.date.fromisoformat(context.partition_key)
     try:
-        with warehouse.connect(log=context.log) as con:
-            result, model, why = day_drift_for_champion(con, tracking, day)
-    except NoChampionError as error:
-        result, model, why = None, "no champion", str(error)
+        version = scoring_version(storage, tracking, context.partition_key)
+    except (NoChampionError, FileNotFoundError) as error:
+        context.log.warning(f"feature_drift not judged for {day}: {error}")
+        return not_judged(str(error), {"day": str(day)})
+    with warehouse.connect(log=context.log) as con:
+        result, model, why = day_drift_for_champion(con, tracking, day, version)
+        store_drift(con, day, version.name, version.version, result, why)
     if result is None:
         context.log.warning(f"feature_drift not judged for {day}: {why}")
-        return dg.AssetCheckResult(
-            passed=False,
-            severity=dg.AssetCheckSeverity.WARN,
-            description=f"Not judged: {why}",
-            metadata={"model": model, "day": str(day)},
-        )
+        return not_judged(why, {"model": model, "day": str(day)})
     offending = result.offending
     listing = ", ".join(f"{d.name} ({d.psi:.2f} > {d.limit:.2f})" for d in offending)
     if not result.enough_rows:
@@ -373,21 +402,26 @@ def feature_drift(context: dg.AssetCheckExecutionContext, warehouse: Warehouse, 
     asset=dg.AssetKey("user_predictions"),
     name="realized_quality",
     partitions_def=daily_partitions,
-    blocking=False,
+    blocking=True,  # runs before the report, which shows what it stored; WARN never blocks (module docstring)
     description=(
-        "WARN when, on the latest day (on or before the partition) whose outcomes are all known, the champion's "
-        "realized ROC-AUC (95% volunteer-level bootstrap interval over every classification of that day) lies "
-        "wholly below its test interval, for any horizon."
+        "WARN when, on the latest day (on or before the partition) whose outcomes are all known, the realized "
+        "ROC-AUC of the model version that scored the partition (95% volunteer-level bootstrap interval over every "
+        "classification of that day) lies wholly below its test interval, for any horizon. Stores its figures in "
+        "the warehouse table `realized_quality`, which the report shows."
     ),
 )
-def realized_quality_check(context: dg.AssetCheckExecutionContext, warehouse: Warehouse, tracking: Tracking):
+def realized_quality_check(
+    context: dg.AssetCheckExecutionContext, warehouse: Warehouse, tracking: Tracking, storage: Storage
+):
     on_or_before = dt.date.fromisoformat(context.partition_key)
     try:
-        result = realized_quality(lambda: warehouse.connect(log=context.log), tracking, on_or_before, context.log)
-    except NoChampionError as error:
-        return dg.AssetCheckResult(
-            passed=False, severity=dg.AssetCheckSeverity.WARN, description=f"Not judged: {error}"
-        )
+        version = scoring_version(storage, tracking, context.partition_key)
+    except (NoChampionError, FileNotFoundError) as error:
+        context.log.warning(f"realized_quality not judged for {on_or_before}: {error}")
+        return not_judged(str(error))
+    result = realized_quality(lambda: warehouse.connect(log=context.log), tracking, on_or_before, version)
+    with warehouse.connect(log=context.log) as con:
+        store_realized(con, on_or_before, version.name, version.version, result)
     below = result.below_test
     judged = [w for w in result.horizons if result.judged(w)]
     if result.note:
@@ -403,7 +437,9 @@ def realized_quality_check(context: dg.AssetCheckExecutionContext, warehouse: Wa
         description = f"Realized ROC-AUC on {result.day} below the test interval: " + "; ".join(parts)
     else:
         description = f"Realized ROC-AUC on {result.day} is within or above the test interval for {judged} min."
-    context.log.info(f"realized_quality: {description}")
+    # the one line of the day's realized quality in the run's log (and the `engagement` command's console)
+    figures = f" {result.model}: {realized_words(result)}." if result.realized else ""
+    context.log.info(f"realized_quality {on_or_before}: {description}{figures}")
     metadata = {
         "model": result.model,
         "labelled_day": str(result.day),
@@ -412,7 +448,10 @@ def realized_quality_check(context: dg.AssetCheckExecutionContext, warehouse: Wa
     }
     for w in result.horizons:
         if w in result.realized:
-            metadata[f"realized_roc_auc_{w}m"] = dg.MetadataValue.float(float(result.realized[w][0]))
+            estimate, low, high = result.realized[w]
+            metadata[f"realized_roc_auc_{w}m"] = dg.MetadataValue.float(float(estimate))
+            metadata[f"realized_roc_auc_{w}m_ci_low"] = dg.MetadataValue.float(float(low))
+            metadata[f"realized_roc_auc_{w}m_ci_high"] = dg.MetadataValue.float(float(high))
     return dg.AssetCheckResult(
         passed=not below,
         severity=dg.AssetCheckSeverity.WARN,

@@ -177,16 +177,16 @@ def dropoff_png(
 @styled
 def realized_quality_png(
     horizons: list[int],
-    y: np.ndarray,
-    p: np.ndarray,
+    calibration: dict[int, tuple[np.ndarray, np.ndarray]],
     realized: dict[int, tuple[float, float, float]],
     test: dict[int, tuple[float, float, float]],
     subtitle: str,
 ) -> bytes:
     """ROC-AUC of the day's predictions (with its interval) against the model's test interval, and calibration.
 
-    `y`, `p` are [n, H] (NaN = unknown outcome); `realized` and `test` map a
-    horizon to (estimate, low, high).
+    `calibration` maps a horizon to (mean prediction, observed share that
+    continued) per octile of the prediction (checks.calibration_points);
+    `realized` and `test` map a horizon to (estimate, low, high).
     """
     fig, axes = new_figure("Realized quality: did the predictions come true?", subtitle, ncols=2, width=4.8)
     left, right = axes[0]
@@ -213,16 +213,10 @@ def realized_quality_png(
 
     right.plot([0, 1], [0, 1], color=MUTED, linestyle=":", linewidth=1)
     drew = False
-    for h, w in enumerate(horizons):
-        known = ~np.isnan(y[:, h]) if len(y) else np.zeros(0, bool)
-        if known.sum() < 20:
+    for w in horizons:
+        if w not in calibration:
             continue
-        edges = np.unique(np.quantile(p[known, h], np.linspace(0, 1, 9)))
-        bins = np.clip(np.searchsorted(edges, p[known, h], side="right") - 1, 0, max(len(edges) - 2, 0))
-        count = np.bincount(bins)
-        filled = count > 0
-        predicted = np.bincount(bins, p[known, h])[filled] / count[filled]
-        observed = np.bincount(bins, y[known, h])[filled] / count[filled]
+        predicted, observed = calibration[w]
         right.plot(predicted, observed, marker="o", markersize=4, label=f"{w} min")
         drew = True
     right.set(

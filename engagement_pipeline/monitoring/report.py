@@ -8,10 +8,21 @@
   activity and their work session so far (sql/who_to_reach.sql);
 * drop-off: the share of work sessions still going after m minutes, the day
   against the champion's training period (sql/dropoff.sql);
-* realized quality: the champion's ROC-AUC and calibration on the latest day
-  whose outcomes are all known, against its test interval (checks.py);
-* drift: PSI of every model input on the day against the champion's
+* realized quality: the ROC-AUC and calibration, on the latest day whose
+  outcomes are all known, of the model version that scored the day, against
+  its test interval;
+* drift: PSI of every model input on the day against that version's
   reference (drift.py).
+
+The last two are what the checks `realized_quality` and `feature_drift` on
+`user_predictions` computed for this day and this model version, read from
+the warehouse where they stored them (results.py); the report computes
+neither again, so it shows exactly what the checks reported. The checks are
+blocking, so Dagster runs them before this asset whenever both are in a run
+(the nightly `nightly_score_and_report`, `engagement run` and `engagement
+score`, or selecting both in the UI). A report materialized on its own for a
+day whose checks never ran for that version says so in place of those
+figures, naming what to run; it does not compute them itself.
 
 Plots are PNGs from plots.py, embedded as base64 (the page opens offline) and
 shown as images in the asset's metadata, with numbers per partition
@@ -29,21 +40,15 @@ import dagster as dg
 import numpy as np
 from pydantic import Field
 
-from engagement_pipeline.model.registry import ChampionVersion, find_champion, registered_version
+from engagement_pipeline.model.registry import ChampionVersion
 from engagement_pipeline.model.windows import quote_identifier
 from engagement_pipeline.monitoring.checks import (
     day_bounds,
-    read_day_inputs,
     realized_markdown,
-    realized_quality,
     require_tables,
+    version_that_scored,
 )
-from engagement_pipeline.monitoring.drift import (
-    PSI_THRESHOLD,
-    NoDriftReferenceError,
-    load_drift_reference,
-    matrix_drift,
-)
+from engagement_pipeline.monitoring.drift import PSI_THRESHOLD, NoDriftReferenceError, load_drift_reference
 from engagement_pipeline.monitoring.report_text import (
     DriftAwayRule,
     activity_sentence,
@@ -55,6 +60,7 @@ from engagement_pipeline.monitoring.report_text import (
     quality_sentence,
     table_html,
 )
+from engagement_pipeline.monitoring.results import RealizedQuality, read_drift, read_realized
 from engagement_pipeline.ops.atomic_files import remove_leftovers, replacing
 from engagement_pipeline.partitions import daily_partitions
 from engagement_pipeline.resources import Storage, Tracking, Warehouse
@@ -88,22 +94,6 @@ def report_path(reports: Path, day: str) -> Path:
 
 def predictions_file(predictions: Path, day: str) -> Path:
     return predictions / f"date={day}" / "predictions.parquet"
-
-
-def version_that_scored(file: Path, tracking: Tracking) -> tuple[ChampionVersion, str]:
-    """The registered version named in the day's predictions file (its model_name / model_version columns), and a
-    note when the file names none (an empty day: then the current champion, said so)."""
-    import pyarrow.parquet as pq
-
-    if not file.exists():
-        raise FileNotFoundError(f"{file} does not exist: materialize `user_predictions` for that day first")
-    table = pq.read_table(file, columns=["model_name", "model_version"]).to_pydict()
-    scored_by = sorted(set(zip(table["model_name"], table["model_version"])))
-    if len(scored_by) > 1:
-        raise ValueError(f"{file}: rows scored by more than one model version ({scored_by})")
-    if not scored_by:
-        return find_champion(tracking), " (no volunteer that day: the current champion)"
-    return registered_version(tracking, *scored_by[0]), ""
 
 
 def write_text_atomically(text: str, target: Path) -> None:
@@ -298,26 +288,36 @@ def build_report(
 
     date = dt.date.fromisoformat(day)
     model = f"{version.name} v{version.version}"
+
+    def not_run(check: str) -> str:
+        return (
+            f"the `{check}` check has not run on the predictions of {day} by {model}: execute it (Dagster UI: "
+            "`user_predictions`, Checks), then materialize this report again."
+        )
+
     subtitle = plots.stamp(version.name, version.version, day)
     horizon = version.horizons[0]
     file = predictions_file(predictions, day)
     if not file.exists():
         raise MissingUpstreamError(f"{file} does not exist: materialize `user_predictions` for {day} first")
     day_p = pq.read_table(file, columns=[f"p_continue_{horizon}m"]).column(0).to_numpy()
-    try:
+    try:  # for the drop-off's training period
         reference = load_drift_reference(tracking.client(), version.name, version.version)
-        reference_note = ""
-    except NoDriftReferenceError as error:
-        reference, reference_note = None, str(error)
+    except NoDriftReferenceError:
+        reference = None
 
     with warehouse.connect(log=log) as con:
         require_tables(con, day)
         rule = drift_away_rule(con, predictions, day, horizon, config)
         at_risk = who_to_reach(con, file, horizon, MAX_FLAGGED)
         dropoff = read_dropoff(con, date, max(version.horizons), (reference or {}).get("train_period_us"), config)
-        day_matrix = read_day_inputs(con, date)
-    drift = matrix_drift(reference, day_matrix) if reference is not None else None
-    realized = realized_quality(lambda: warehouse.connect(log=log), tracking, date, log, version=version)
+        (classifications,) = con.execute(
+            "select count(*) from features where created_at >= ? and created_at < ?", list(day_bounds(date))
+        ).fetchone()
+        drift, drift_note = read_drift(con, date, version.name, version.version) or (None, not_run("feature_drift"))
+        realized = read_realized(con, date, version.name, version.version) or RealizedQuality(
+            None, model, version.horizons, note=not_run("realized_quality").rstrip(".")
+        )
 
     figures = {
         "who_to_reach": plots.at_risk_png(day_p, horizon, min(config.listed, len(day_p)), subtitle, rule.threshold),
@@ -326,7 +326,7 @@ def build_report(
             dropoff.reference_sessions, dropoff.reference_label, dropoff.gap_minutes, subtitle,
         ),
         "realized_quality": plots.realized_quality_png(
-            realized.horizons, realized.y, realized.p, realized.realized, realized.test,
+            realized.horizons, realized.calibration, realized.realized, realized.test,
             plots.stamp(version.name, version.version, f"outcomes of {realized.day}" if realized.day else day),
         ),
     }  # fmt: skip
@@ -365,10 +365,10 @@ def build_report(
     worse = bool(realized.below_test)
     moved = drift is not None and bool(drift.offending)
     lead = [
-        (activity_sentence(day, len(day_p), len(day_matrix)), False),
+        (activity_sentence(day, len(day_p), classifications), False),
         (drift_away_sentence(day, rule, len(flagged), int(reachable.sum())), False),
         (quality_sentence(realized), worse),
-        (inputs_sentence(day, drift, reference_note), moved),
+        (inputs_sentence(day, drift, drift_note), moved),
     ]
     reach_rows = [row for row, ok in zip(flagged, reachable) if ok][: config.listed]
     notes = {
@@ -387,7 +387,7 @@ def build_report(
             f"{realized.model}: how well it told apart those who stopped from those who went on (ROC-AUC: 0.5 is "
             "chance, 1 perfect), against the same measure when the model was tested."
         ),
-        "drift": reference_note
+        "drift": drift_note
         or (
             f"How far each input of {day}'s {drift.n_rows:,} classifications moved from the training data "
             f"(PSI); an input has moved when it passes its limit, which grows when the day has few volunteers."
