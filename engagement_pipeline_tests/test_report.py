@@ -5,6 +5,7 @@ after its training period), materializing `user_predictions`, its checks and
 `engagement_report` for a day as the nightly job does (DAILY).
 """
 
+import datetime as dt
 import re
 
 import dagster as dg
@@ -217,3 +218,134 @@ def test_a_home_without_sessions_and_labels_names_the_assets_to_materialize_firs
     scoring = materialize([user_predictions], DAY, raise_on_error=False)
     failure = next(e for e in scoring.all_events if e.is_step_failure)
     assert "materialize `features` first (in the Dagster UI, select it" in failure.step_failure_data.error.to_string()
+
+
+# --------------------------------------------------------------------------- one computation: the checks'
+
+
+def page_section(page: str, title: str) -> str:
+    return page.split(title)[1].split("<h3>")[0]
+
+
+def page_figures(page: str) -> tuple[list, list]:
+    """(realized rows [horizon, day interval, test interval, known outcomes], drift rows [input, PSI, limit]) of
+    the page's details."""
+    realized = re.findall(r"<tr><td>(\d+) min</td><td>([^<]*)</td><td>([^<]*)</td><td>([^<]*)</td></tr>", page)
+    drift = page_section(page, "<h3>Input drift (population stability index)</h3>")
+    return realized, re.findall(r"<tr><td>([^<]+)</td><td>([\d.]+)</td><td>([\d.]+|inf)</td>", drift)
+
+
+def check_figures(evaluations: dict) -> tuple[list, list]:
+    """The same rows from the checks' metadata, as the page writes them."""
+    from engagement_pipeline.monitoring.report_text import interval_text
+
+    realized = evaluations["realized_quality"].metadata
+    test = dict(re.findall(r"\| (\d+) min \| [^|]+ \| ([\d.]+ \[[\d.]+, [\d.]+\]) \|", realized["quality"].value))
+    rows = []
+    for w in (10, 20, 30):
+        estimate, low, high = (realized[f"realized_roc_auc_{w}m{end}"].value for end in ("", "_ci_low", "_ci_high"))
+        rows.append((str(w), interval_text(estimate, low, high), test[str(w)]))
+    psi = re.findall(
+        r"^\| (\w+) \| ([\d.]+) \| ([\d.]+|inf) \|", evaluations["feature_drift"].metadata["psi"].value, re.M
+    )
+    return rows, psi
+
+
+def test_the_report_shows_exactly_what_the_checks_computed_and_never_computes_it_again(home):
+    result = materialize(DAILY, DAY)
+    evaluations = {c.check_name: c for c in result.get_asset_check_evaluations()}
+    realized, drift = evaluations["realized_quality"].metadata, evaluations["feature_drift"].metadata
+    page = report_path(home / "reports", DAY).read_text()
+
+    def assert_the_checks_figures(metadata, page):
+        for w in (10, 20, 30):
+            assert metadata[f"realized_roc_auc_{w}m"].value == realized[f"realized_roc_auc_{w}m"].value
+        assert metadata["realized_quality"].value == realized["quality"].value  # intervals, test intervals, counts
+        assert metadata["realized_day"].value == realized["labelled_day"].value
+        assert metadata["max_psi"].value == drift["max_psi"].value
+        assert metadata["drifted_inputs"].value == len(drift["drifted_inputs"].value)
+        page_realized, page_drift = page_figures(page)
+        rows, psi = check_figures(evaluations)
+        assert [(w, day) for w, day, _, _ in page_realized] == [(w, day) for w, day, _ in rows]
+        assert [(name, float(p), float(limit)) for name, p, limit in page_drift] == [
+            (name, float(p), float(limit)) for name, p, limit in psi
+        ]
+        assert len(page_drift) == len(psi) > 20  # every input
+
+    assert_the_checks_figures(result.asset_materializations_for_node("engagement_report")[0].metadata, page)
+    with project_resources()["warehouse"].connect() as con:  # what the check stored, to the last digit
+        stored = con.execute(
+            "select horizon_minutes, roc_auc, roc_auc_low, roc_auc_high from realized_quality where day = ?", [DAY]
+        ).fetchall()
+        assert stored == [
+            (w, *(realized[f"realized_roc_auc_{w}m{end}"].value for end in ("", "_ci_low", "_ci_high")))
+            for w in (10, 20, 30)
+        ]
+        max_psi = con.execute("select max(psi) filter (judged) from feature_drift where day = ?", [DAY]).fetchone()
+        assert max_psi == (drift["max_psi"].value,)
+
+        # The day's data changes after the checks ran (outcomes reversed, an input moved): the report, written
+        # again on its own, still shows what the checks reported; one that computed anything would not.
+        start = dt.datetime.fromisoformat(realized["labelled_day"].value).replace(tzinfo=dt.UTC)
+        span = [start, start + dt.timedelta(days=1)]
+        con.execute(
+            "update labels set continues = not continues where classification_id in "
+            "(select classification_id from features where created_at >= ? and created_at < ?)",
+            span,
+        )
+        con.execute(
+            "update features set log_task_seconds = log_task_seconds + 3 where created_at >= ? and created_at < ?", span
+        )
+    again = materialize([engagement_report], DAY)
+    assert_the_checks_figures(
+        again.asset_materializations_for_node("engagement_report")[0].metadata,
+        report_path(home / "reports", DAY).read_text(),
+    )
+
+
+def test_a_report_without_the_days_checks_says_they_have_not_run_and_what_to_do(home):
+    result = materialize([user_predictions, engagement_report], DAY)  # the checks deselected
+    page = report_path(home / "reports", DAY).read_text()
+    lead = page.split('<section id="summary" class="lead">')[1].split("</section>")[0]
+    sentences = re.findall(r"<li[^>]*>([^<]+)</li>", lead)
+    todo = (
+        f"has not run on the predictions of {DAY} by engagement-lstm v1: execute it (Dagster UI: "
+        "`user_predictions`, Checks), then materialize this report again."
+    )
+    assert sentences[2] == f"How well the model did is not known yet: the `realized_quality` check {todo}"
+    assert sentences[3] == (
+        f"Whether the inputs of {DAY} look like the training data is not known: the `feature_drift` check {todo}"
+    )
+    metadata = result.asset_materializations_for_node("engagement_report")[0].metadata
+    assert metadata["realized_day"].value == "none yet" and np.isnan(metadata["max_psi"].value)
+
+    # the checks' figures belong to the version that scored the day: another version's are not shown
+    materialize(DAILY, DAY)
+    with project_resources()["warehouse"].connect() as con:
+        con.execute("update realized_quality set model_version = 99")
+        con.execute("update feature_drift set model_version = 99")
+    materialize([engagement_report], DAY)
+    page = report_path(home / "reports", DAY).read_text()
+    assert f"the `realized_quality` check {todo}" in page and f"the `feature_drift` check {todo}" in page
+
+
+def test_the_nightly_job_and_engagement_score_run_the_checks_before_the_report_and_say_realized_quality_once(
+    home, capsys
+):
+    from engagement_pipeline.cli import main
+    from engagement_pipeline.definitions import build_definitions
+
+    job = build_definitions(project_resources()).resolve_job_def("nightly_score_and_report")
+    with dg.DagsterInstance.ephemeral() as instance:
+        run = job.execute_in_process(partition_key=DAY, instance=instance)
+    steps = [e.step_key for e in run.all_events if e.event_type_value == "STEP_START"]
+    assert steps.index("engagement_report") > max(
+        steps.index("user_predictions_feature_drift"), steps.index("user_predictions_realized_quality")
+    ), steps
+
+    capsys.readouterr()
+    main(["score", "--date", DAY])
+    out = capsys.readouterr().out
+    assert out.count("ROC-AUC 10m") == 1, out  # the day's realized quality, said once: by its check
+    assert out.index("user_predictions_realized_quality:") < out.index("engagement_report:"), out
+    assert out.index("user_predictions_feature_drift:") < out.index("engagement_report:"), out
