@@ -77,7 +77,7 @@ def refresh_warehouse_schedule(context: dg.ScheduleEvaluationContext) -> dg.RunR
     return dg.RunRequest(tags={NIGHT_TAG: day})
 
 
-# The day's predictions, then its report (which reads them), in one run.
+# The day's predictions, their checks, then its report (which reads both), in one run.
 nightly_score_and_report_job = dg.define_asset_job(
     "nightly_score_and_report",
     selection=dg.AssetSelection.assets("user_predictions", "engagement_report"),

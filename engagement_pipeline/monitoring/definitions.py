@@ -1,7 +1,8 @@
 """Monitoring's Dagster definitions: the drift and realized-quality checks, the morning report and its freshness check.
 
 The report of a night is requested with its scoring (the root definitions.py's `nightly_score_and_report`),
-after the scored file exists; `nightly_report` writes one day's report on its own.
+after the scored file and its checks (blocking, so Dagster orders them first: the report shows what they
+stored); `nightly_report` writes one day's report on its own, from the checks' stored figures.
 """
 
 import dagster as dg
