@@ -316,8 +316,9 @@ def build_report(
         ).fetchone()
         drift, drift_note = read_drift(con, date, version.name, version.version) or (None, not_run("feature_drift"))
         realized = read_realized(con, date, version.name, version.version) or RealizedQuality(
-            None, model, version.horizons, note=not_run("realized_quality").rstrip(".")
-        )
+            None, model, version.horizons, note=not_run("realized_quality").rstrip("."),
+            test_interval_source="not known: the `realized_quality` check has not run",
+        )  # fmt: skip
 
     figures = {
         "who_to_reach": plots.at_risk_png(day_p, horizon, min(config.listed, len(day_p)), subtitle, rule.threshold),
