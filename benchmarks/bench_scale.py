@@ -481,13 +481,16 @@ def main(argv: list[str] | None = None) -> int:
         load_memory(args.load_memory, args.load_rows)
         return 0
     OUT.mkdir(exist_ok=True)
-    results = json.loads(RESULTS.read_text()) if RESULTS.exists() else {}
     if not args.table:
         for rows in sorted(set(args.rows + ([FULL_ROWS] if args.full else []))):
             key = " ".join([str(rows), *args.train])
-            results[key] = run_pipeline(rows, OUT / f"scale-{rows}", args.gzip, tuple(args.train))
+            result = run_pipeline(rows, OUT / f"scale-{rows}", args.gzip, tuple(args.train))
+            # read again just before writing: another size may have finished meanwhile in another process
+            results = json.loads(RESULTS.read_text()) if RESULTS.exists() else {}
+            results[key] = result
             RESULTS.write_text(json.dumps(results, indent=2))
-            print(json.dumps(results[key]), flush=True)
+            print(json.dumps(result), flush=True)
+    results = json.loads(RESULTS.read_text()) if RESULTS.exists() else {}
     print(table(results))
     return 0
 

@@ -4,9 +4,12 @@
     .venv/bin/python benchmarks/model_quality.py --seeds 7 11 23 --rows 150000 --extra-sizes 300000
     .venv/bin/python benchmarks/model_quality.py --shapes default traits habits --seeds 7 --extra-sizes
     .venv/bin/python benchmarks/model_quality.py --exports ../shared/data/real/serengeti-talk-panoptes.csv.gz
+    .venv/bin/python benchmarks/model_quality.py --shapes default traits habits --seeds 7 --extra-sizes --no-timing
 
 With --exports (one or more export files), only those are trained on (one
-sample per file), instead of generated samples.
+sample per file), instead of generated samples. With --no-timing, each
+generated export loses its task timing (`started_at` and `finished_at` in
+`metadata`) before the ingest, as many real exports do.
 
 For each shape of generated volunteers (`--shapes`, default: the bundled sample's `default`; see
 engagement_pipeline/sample/shapes.py: `traits` and `habits` stop for other reasons than the default)
@@ -40,8 +43,29 @@ from pathlib import Path
 MODELS = ("lstm", "logistic", "gbdt", "random_forest", "base_rate")
 
 
+def drop_task_timing(export: Path) -> None:
+    """Rewrite a generated export in place without `started_at` and `finished_at` in its metadata (DuckDB)."""
+    import duckdb
+
+    tmp = export.with_name(f".{export.name}.tmp")
+    con = duckdb.connect()
+    try:
+        con.execute(
+            f"""COPY (SELECT * REPLACE (regexp_replace(metadata, ',"(started|finished)_at":"[^"]*"', '', 'g')
+                    AS metadata)
+                  FROM read_csv('{export}', all_varchar = true, header = true))
+                TO '{tmp}' (HEADER, FORMAT csv)"""
+        )
+        [(left,)] = con.execute(f"SELECT count(*) FROM read_csv('{tmp}', all_varchar = true) "
+                                "WHERE metadata LIKE '%started_at%' OR metadata LIKE '%finished_at%'").fetchall()  # fmt: skip
+        assert left == 0, f"{left} rows kept their task timing"
+    finally:
+        con.close()
+    tmp.replace(export)
+
+
 def train_on_sample(
-    home: Path, seed: int, rows: int, shape: str, export: Path | None = None
+    home: Path, seed: int, rows: int, shape: str, export: Path | None = None, no_timing: bool = False
 ) -> tuple[dict[str, float], list[int], float]:
     """Generate (or copy `export`), ingest, model and train in `home`; return the run's metrics, horizons, seconds."""
     import shutil
@@ -61,6 +85,8 @@ def train_on_sample(
     os.environ.pop("MLFLOW_TRACKING_URI", None)  # the sample's own sqlite store under `home`
     if export is None:
         write_export(home / "exports" / SAMPLE_FILE_NAME, rows, seed, shape)
+        if no_timing:
+            drop_task_timing(home / "exports" / SAMPLE_FILE_NAME)
     else:
         (home / "exports").mkdir(parents=True, exist_ok=True)
         shutil.copy(export, home / "exports" / export.name)
@@ -145,6 +171,9 @@ def main(argv: list[str] | None = None) -> int:
         "--extra-sizes", type=int, nargs="*", default=[300_000], help="further sizes, run with the first seed"
     )
     parser.add_argument("--exports", type=Path, nargs="*", default=[], help="real export files instead of samples")
+    parser.add_argument(
+        "--no-timing", action="store_true", help="drop the task timing (started_at, finished_at) from generated exports"
+    )
     args = parser.parse_args(argv)
     samples = [(seed, args.rows, None) for seed in args.seeds] + [(args.seeds[0], n, None) for n in args.extra_sizes]
     if args.exports:
@@ -153,10 +182,11 @@ def main(argv: list[str] | None = None) -> int:
     for shape in args.shapes if not args.exports else ["real"]:
         for seed, rows, export in samples:
             with tempfile.TemporaryDirectory(prefix=f"model_quality_{shape}_{seed}_{rows}_") as folder:
-                metrics, horizons, seconds = train_on_sample(Path(folder), seed, rows, shape, export)
+                metrics, horizons, seconds = train_on_sample(Path(folder), seed, rows, shape, export, args.no_timing)
                 results.append((shape, seed, rows, metrics, horizons, seconds))
             print(markdown_table(results[-1:]), flush=True)
-    print("\nTest ROC-AUC (and on volunteers never seen in training), default training config:\n")
+    timing = ", generated exports without task timing" if args.no_timing and not args.exports else ""
+    print(f"\nTest ROC-AUC (and on volunteers never seen in training), default training config{timing}:\n")
     print(markdown_table(results))
     print("\nWith volunteer-level bootstrap 95% intervals:\n")
     print(interval_table(results))

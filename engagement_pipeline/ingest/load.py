@@ -55,7 +55,9 @@ MAX_FILE_REJECTED_SHARE = 0.9
 INGEST_MEMORY_LIMIT = "1GB"
 # The largest export read, once decompressed (the ingest's run config: max_export_gb). A copy of
 # a file (UTF-8, or without its malformed records) is never larger than this, nor than the file.
-MAX_EXPORT_GB = 16.0
+# 64 GB: the research's 38.5M classifications are one 37 GB file once decompressed (issue 27);
+# a copy is refused separately when it would leave its disk under 100 MB free.
+MAX_EXPORT_GB = 64.0
 # Raw text kept of malformed records (a quote in the wrong place, a stray carriage return): up to
 # this much of each, and of all of one file together; the others keep none.
 MAX_RAW_TEXT_BYTES = 64 * 1024

@@ -9,9 +9,13 @@ _HEX_DIGITS = np.frombuffer(b"0123456789abcdef", dtype=np.uint8)
 
 
 def hex_strings(rng: np.random.Generator, n: int, width: int) -> pa.Array:
-    """n random lowercase hex strings of `width` characters."""
-    digits = _HEX_DIGITS[rng.integers(0, 16, size=(n, width), dtype=np.uint8)]
-    return pa.array(np.ascontiguousarray(digits).view(f"S{width}").ravel(), pa.binary()).cast(pa.string())
+    """n random lowercase hex strings of `width` characters, as one array (never chunked: pyarrow
+    splits an array it converts from numpy bytes past 16 MB, which `concat_arrays` then refuses)."""
+    digits = np.ascontiguousarray(_HEX_DIGITS[rng.integers(0, 16, size=(n, width), dtype=np.uint8)])
+    large = n * width >= 2**31
+    offsets = np.arange(n + 1, dtype=np.int64 if large else np.int32) * width
+    kind = pa.large_string() if large else pa.string()
+    return pa.Array.from_buffers(kind, n, [None, pa.py_buffer(offsets), pa.py_buffer(digits)])
 
 
 def segment_starts(lengths: np.ndarray) -> np.ndarray:
