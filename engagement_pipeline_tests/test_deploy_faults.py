@@ -26,7 +26,6 @@ from engagement_pipeline_tests.crash_helpers import assert_ingest_consistent, fi
 from engagement_pipeline_tests.test_deploy import Deployment, engagement
 from engagement_pipeline_tests.test_deploy import deployment as module_deployment  # noqa: F401 - pytest's, by this name
 
-pytestmark = pytest.mark.slow
 LOCATION = "engagement_pipeline"
 ENDED = (dg.DagsterRunStatus.SUCCESS, dg.DagsterRunStatus.FAILURE, dg.DagsterRunStatus.CANCELED)
 MONITORING_S = 5  # the fixture's `deploy up --monitoring-interval 5`
@@ -122,6 +121,29 @@ def digest(path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
+def test_a_server_that_does_not_answer_is_told_apart_from_other_failures(monkeypatch):
+    import socket
+
+    import mlflow
+    from mlflow.exceptions import MlflowException
+
+    from engagement_pipeline.model.outage import no_answer, outage_message
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        closed = probe.getsockname()[1]  # nothing listens there once the block ends
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
+    with pytest.raises(MlflowException) as refused:
+        mlflow.MlflowClient(tracking_uri=f"http://127.0.0.1:{closed}").get_registered_model(REGISTERED_MODEL_NAME)
+    assert no_answer(refused.value) == "connection refused"
+    assert no_answer(MlflowException("RESOURCE_DOES_NOT_EXIST: no such model")) is None  # the server answered
+    assert no_answer(ValueError("bad config")) is None
+    said = outage_message("http://h:1", "connection refused", {"version": "4"})
+    assert said.startswith("The MLflow server http://h:1 did not answer (connection refused)")
+    assert "v4 is not promoted" in said and "alias did not move" in said
+
+
+@pytest.mark.slow
 def test_postgres_restarted_mid_refresh_ends_the_run_and_the_next_night_runs_on_what_was_stored(deployment):
     from engagement_pipeline.sample import write_export
 
@@ -157,6 +179,7 @@ def test_postgres_restarted_mid_refresh_ends_the_run_and_the_next_night_runs_on_
     assert_predictions_have_runs(deployment)
 
 
+@pytest.mark.slow
 def test_the_mlflow_server_killed_while_training_promotes_nothing_and_the_run_says_why(deployment):
     from engagement_pipeline.model.registry import DECISION_TAG, PROMOTED_TAG
 
@@ -166,15 +189,15 @@ def test_the_mlflow_server_killed_while_training_promotes_nothing_and_the_run_sa
     run_id = launch(deployment, "__ASSET_JOB", assets=["engagement_model"], run_config=config)
     wait_for_event(deployment, run_id, lambda e: "epoch 0/" in (e.user_message or ""))
     os.killpg(services.load(deployment.layout.state)["mlflow"].pid, signal.SIGKILL)  # the server and its workers
-
-    assert wait_until_ended(deployment, run_id, 120).status == dg.DagsterRunStatus.FAILURE
-    said = f"The MLflow server {uri} did not answer (connection refused) while `engagement_model` trained"
-    (error,) = [t for t in failure_texts(deployment, run_id) if t.startswith("TrackingServerUnavailable: ")]
-    assert said in error and f"the `{CHAMPION_ALIAS}` alias did not move" in error, error
-    logged = [e.user_message for e in events(deployment, run_id) if e.level >= 40 and e.user_message.startswith(said)]
-    assert logged, "the run's log does not say why"
-
-    engagement(deployment.env, "deploy", "up", "--monitoring-interval", str(MONITORING_S))
+    try:
+        assert wait_until_ended(deployment, run_id, 120).status == dg.DagsterRunStatus.FAILURE
+        said = f"The MLflow server {uri} did not answer (connection refused) while `engagement_model` trained"
+        (error,) = [t for t in failure_texts(deployment, run_id) if t.startswith("TrackingServerUnavailable: ")]
+        assert said in error and f"the `{CHAMPION_ALIAS}` alias did not move" in error, error
+        logged = [e.user_message for e in events(deployment, run_id) if e.level >= 40 and said in e.user_message]
+        assert logged, "the run's log does not say why"
+    finally:  # the server back, whatever was asserted: the next tests need it
+        engagement(deployment.env, "deploy", "up", "--monitoring-interval", str(MONITORING_S))
     assert deployment.layout.tracking_uri.read_text().strip() == uri  # the same port: the daemon's runs reach it
     after_champion, after = registry(deployment)
     assert after_champion == champion  # registered or not, nothing was promoted
@@ -197,10 +220,12 @@ def test_the_mlflow_server_killed_while_training_promotes_nothing_and_the_run_sa
     assert client.search_runs([experiment], "attributes.status = 'RUNNING'") == []  # the killed run: marked FAILED
 
 
+@pytest.mark.slow
 def test_a_full_disk_fails_scoring_clearly_and_keeps_the_champion_and_the_predictions(deployment, tmp_path):
     day, folder = "2025-09-20", deployment.home / "predictions"
     kept = tmp_path / "predictions"
-    shutil.copytree(folder, kept)
+    folder.mkdir(exist_ok=True)
+    shutil.copytree(folder, kept)  # the tmpfs hides what lies below it: copied in, and back out
     champion, versions = registry(deployment)
     with small_disk(folder, 16 * 1024):
         shutil.copytree(kept, folder, dirs_exist_ok=True)
@@ -226,6 +251,7 @@ def test_a_full_disk_fails_scoring_clearly_and_keeps_the_champion_and_the_predic
         assert con.execute("select count(*) from classifications").fetchone()[0] > 0
 
 
+@pytest.mark.slow
 def test_a_run_past_its_maximum_runtime_is_failed_by_run_monitoring(deployment):
     """The run waits for the warehouse, held here; its `dagster/max_runtime` tag says 3 s; the daemon ends it."""
     lock = deployment.home / "warehouse.duckdb.lock"
