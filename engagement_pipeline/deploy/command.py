@@ -142,6 +142,9 @@ def up(settings: Settings, monitoring_interval_s: int = 60, max_runtime_s: int =
         for name in ("daemon", "webserver"):  # they run with the old MLFLOW_TRACKING_URI: start them again
             if name in running:
                 print(f"{name:10} {services.stop(running.pop(name))} (the MLflow server moved to {tracking_uri})")
+    if "postgres" not in running and "webserver" in running:  # its pooled connections died with PostgreSQL:
+        # each would fail one request of the UI (a launch half-made) before Dagster drops it
+        print(f"webserver  {services.stop(running.pop('webserver'))} (PostgreSQL is started again)", flush=True)
     if postgres.initdb(layout.data, layout.password, layout.logs / "initdb.log"):
         print(f"created the PostgreSQL cluster {layout.data}", flush=True)
     postgres.own(layout.socket_dir)

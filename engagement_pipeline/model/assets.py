@@ -26,7 +26,7 @@ from pathlib import Path
 import dagster as dg
 import numpy as np
 
-from engagement_pipeline.model import evaluation, registry
+from engagement_pipeline.model import evaluation, outage, registry
 from engagement_pipeline.model.budget import budget_params, budget_text, scaling_rows
 from engagement_pipeline.model.device import set_threads
 from engagement_pipeline.model.training import (
@@ -162,14 +162,15 @@ def key_figures(scored, promotion, horizons: list[int]) -> str:
     )
 
 
-def run_training(data: Dataset, config: TrainingConfig, tracking: Tracking, log=None) -> TrainingResult:
-    """Split, fit, evaluate, log to MLflow, register and promote. `log` is any logger with .info."""
+def run_training(data: Dataset, config: TrainingConfig, tracking: Tracking, log=None, progress=None) -> TrainingResult:
+    """Split, fit, evaluate, log to MLflow, register and promote. `log` is any logger with .info; `progress`, a
+    dict, receives the registered `version` and the `promotion` as they happen (model/outage.py reads it)."""
     import mlflow
 
     from engagement_pipeline.model.lstm import fit_scaling
 
     say = log.info if log is not None else (lambda message: None)
-    started = time.perf_counter()
+    started, progress = time.perf_counter(), {} if progress is None else progress
     set_threads(config.torch_threads)
     matrix, horizons = data.matrix, data.horizons
     split, degenerate = split_dataset(data, config, say)
@@ -202,11 +203,12 @@ def run_training(data: Dataset, config: TrainingConfig, tracking: Tracking, log=
         log_paths(model.path_choice, paths, horizons, logged.model_id)
         tags = registry.compatibility_tags(horizons, config.window, matrix.feature_names, run.info.run_id)
         tags["paths"] = json.dumps(paths)
-        version = registry.register(logged.model_uri, tracking.registered_model_name, tags)
+        version = progress["version"] = registry.register(logged.model_uri, tracking.registered_model_name, tags)
         promotion = registry.promote(
             client, tracking.registered_model_name, version, matrix, split.test, split.labels[split.test], p_lstm,
             horizons, config.bootstrap_resamples, config.seed,
         )  # fmt: skip
+        progress["promotion"] = promotion
         say(f"per horizon, chosen on validation ROC-AUC: {', '.join(f'{w}m {p}' for w, p in paths.items())}")
         (log.warning if promotion.failed_closed and log is not None else say)(
             f"registered version {version}: {promotion.reason}"
@@ -458,7 +460,8 @@ def engagement_model(
     context.log.info(
         f"{len(data.matrix):,} classifications, {len(data.matrix.feature_names)} features, horizons {data.horizons}"
     )
-    result = run_training(data, config, tracking, log=context.log)
+    with outage.said_plainly(tracking, context.log, progress := {}):  # the MLflow server gone: said plainly
+        result = run_training(data, config, tracking, log=context.log, progress=progress)
     return dg.MaterializeResult(metadata=asset_metadata(result))
 
 
