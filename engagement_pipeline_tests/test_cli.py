@@ -23,7 +23,9 @@ from engagement_pipeline.cli.console import (
     EXPORTS_PROBLEM,
     NOTHING_TO_SCORE,
     PORT_IN_USE,
+    SERVICE_DOWN,
     CommandFailed,
+    classify_failure,
 )
 from engagement_pipeline.cli.servers import dagster_ui_command, mlflow_ui_command
 from engagement_pipeline.ingest.assets import ingest_assets
@@ -56,6 +58,24 @@ def test_every_subcommand_has_help(subcommand):
     assert result.returncode == 0, result.stderr
     assert result.stdout.startswith(f"usage: engagement {subcommand}")
     assert "options:" in result.stdout
+
+
+def test_a_tracking_server_that_did_not_answer_is_its_own_exit_code_not_a_bug():
+    from engagement_pipeline.model.outage import TrackingServerUnavailable
+
+    said = "The MLflow server http://127.0.0.1:9 did not answer (connection refused) while training"
+
+    @dg.asset
+    def engagement_model():
+        try:
+            raise ConnectionRefusedError(111, "Connection refused")
+        except ConnectionRefusedError as error:
+            raise TrackingServerUnavailable(said) from error
+
+    result = dg.materialize([engagement_model], raise_on_error=False)
+    [failure] = [event for event in result.all_events if event.is_step_failure]
+    code, message, stack = classify_failure("engagement_model", failure.step_failure_data.error)
+    assert (code, message, stack) == (SERVICE_DOWN, said, "")
 
 
 @pytest.mark.parametrize("subcommand", ["mlflow-ui", "dagster-ui"])

@@ -29,6 +29,7 @@ DISK_FULL = 5
 NOTHING_TO_SCORE = 6
 PORT_IN_USE = 7
 BUILD_FIRST = 8
+SERVICE_DOWN = 9
 
 EXIT_CODES = {
     OK: "the pipeline did its job (a model that was trained but not promoted included)",
@@ -40,6 +41,7 @@ EXIT_CODES = {
     NOTHING_TO_SCORE: "the day(s) asked for lie outside the data, or nothing was ingested yet",
     PORT_IN_USE: "the UI's port is taken by another process",
     BUILD_FIRST: "a table the step reads was never built: materialize the asset named first",
+    SERVICE_DOWN: "the MLflow tracking server did not answer (nothing was promoted): start it and run again",
 }
 
 # The root cause's exception class -> exit code, for a step that failed on an expected condition.
@@ -50,6 +52,7 @@ EXPECTED_ERRORS = {
     "FileNotFoundError": EXPORTS_PROBLEM,
     "MissingUpstreamError": BUILD_FIRST,
     "DiskFullError": DISK_FULL,
+    "TrackingServerUnavailable": SERVICE_DOWN,
 }
 
 
