@@ -175,6 +175,25 @@ def test_chunked_load_equals_one_read_and_keeps_users_across_chunks(many_users_d
     assert np.isnan(whole.X[:, 0]).sum() == 5000 // 11 + 1
 
 
+def test_the_matrix_order_does_not_depend_on_the_salt_of_the_user_keys(many_users_db):
+    """Two homes hash the same volunteers with different random salts: the rows must come in the same order, or
+    every seeded draw over rows (epochs, baseline samples, bootstraps) would differ between them."""
+    many_users_db.execute("create table features_plain as select * from features")
+    orders = []
+    for salt in ("first home's salt", "second home's salt"):
+        many_users_db.execute(
+            "create or replace table features as select classification_id, md5(? || user_key) as user_key, "
+            "created_at, gap, flag from features_plain",
+            [salt],
+        )
+        for where in ("", "true"):  # the training read (two passes) and a restricted read (one sorted stream)
+            matrix = load_feature_matrix(many_users_db, where)
+            orders.append((matrix.classification_id, matrix.user_start))
+    for classification_id, user_start in orders[1:]:
+        np.testing.assert_array_equal(classification_id, orders[0][0])
+        np.testing.assert_array_equal(user_start, orders[0][1])
+
+
 def test_training_load_keeps_no_user_keys_but_the_same_starts(many_users_db):
     with_keys = load_feature_matrix(many_users_db)
     without = load_feature_matrix(many_users_db, with_user_key=False, chunk_rows=100)

@@ -1,8 +1,9 @@
 """Per-classification feature matrix -> windows of a volunteer's last K classifications.
 
 One implementation shared by training and scoring, so both see exactly the
-same inputs. The matrix keeps one row per classification, ordered by
-(user_key, created_at, classification_id) so that a user's history is a
+same inputs. The matrix keeps one row per classification, each user's rows by
+(created_at, classification_id), users by their first classification id (not
+by the salted user_key: see ORDER_BY), so that a user's history is a
 contiguous block; a window is then just "this row index minus 0..K-1", masked
 where it would run into the previous user's block. Windows are gathered per
 batch with numpy fancy indexing; an N x K x F array is never built.
@@ -19,7 +20,23 @@ import numpy as np
 
 FEATURES_TABLE = "features"
 KEY_COLUMNS = ("classification_id", "user_key", "created_at")
-ORDER_BY = "order by user_key, created_at, classification_id"  # the matrix's row order: each user's history in turn
+# The matrix's row order: each user's history in turn, users in the order of their first classification id
+# (`user_order_sql`). Not by user_key: the key is a salted hash and the salt is random per home, so the volunteers'
+# order, and with it every seeded draw over rows (epoch samples, baseline samples, the forest's bootstrap, the
+# volunteer bootstrap), would differ between two homes given the same export and seed.
+ORDER_BY = "order by u.first_id, r.user_key, r.created_at, r.classification_id"
+
+
+def user_order_sql(columns: str, where: str = "", table: str = None) -> str:
+    """SELECT `columns` (of alias r) of `table`'s rows matching `where` (a trusted `where ...` fragment, `?`
+    params allowed once), in the matrix's row order (ORDER_BY)."""
+    table = table or FEATURES_TABLE
+    return f"""
+        with r as (select * from {table} {where}),
+             u as (select user_key, min(classification_id) as first_id from r group by user_key)
+        select {columns} from r join u using (user_key)
+        {ORDER_BY}
+    """
 
 
 @dataclass(frozen=True)
@@ -69,18 +86,15 @@ def feature_names(con, table: str = FEATURES_TABLE) -> list[str]:
     return names[len(KEY_COLUMNS) :]
 
 
-def value_columns(names: list[str]) -> str:
-    return ", ".join(f"cast({quote_identifier(n)} as float) as {quote_identifier(n)}" for n in names)
+def value_columns(names: list[str], alias: str = "") -> str:
+    return ", ".join(f"cast({alias}{quote_identifier(n)} as float) as {quote_identifier(n)}" for n in names)
 
 
 def ordered_features_sql(names: list[str], where_sql: str = "", table: str = FEATURES_TABLE) -> str:
     """The SELECT of the matrix; `where_sql` is a trusted fragment written by this project's code."""
     where = f"where {where_sql}" if where_sql else ""
-    return f"""
-        select classification_id, user_key, epoch_us(created_at) as created_us, {value_columns(names)}
-        from {table} {where}
-        {ORDER_BY}
-    """
+    columns = f"r.classification_id, r.user_key, epoch_us(r.created_at) as created_us, {value_columns(names, 'r.')}"
+    return user_order_sql(columns, where, table)
 
 
 LOAD_CHUNK_ROWS = 1 << 20  # rows per Arrow batch read from DuckDB: ~F x 4 MB of float32 in flight
@@ -104,8 +118,8 @@ def load_feature_matrix(
     keeps no user keys (`user_key` is then None): training needs only
     `user_start`, and at tens of millions of rows the keys as Python strings
     would cost more than the features. The whole table (no `where_sql`) is read
-    in two passes: DuckDB sorts only (user_key, created_at, classification_id)
-    with the row ids, then the values stream unsorted into their rows. NULLs
+    in two passes: DuckDB sorts only the ordering keys (ORDER_BY) with the row
+    ids, then the values stream unsorted into their rows. NULLs
     become NaN; no Python loop over rows.
     """
     names = names if names is not None else feature_names(con)
@@ -129,7 +143,7 @@ def load_feature_matrix(
     narrow = not where_sql and n > 0
     if narrow:
         position = np.full(top + 1, -1, dtype=np.int64)  # rowid -> row of the matrix
-        order_sql = f"select rowid as row_id, user_key from {FEATURES_TABLE} {ORDER_BY}"
+        order_sql = user_order_sql("r.row_id, r.user_key", table=f"(select rowid as row_id, * from {FEATURES_TABLE})")
     else:
         order_sql = ordered_features_sql(names, where_sql)
     offset, last_key, last_start = 0, None, 0
