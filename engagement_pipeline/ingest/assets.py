@@ -62,7 +62,11 @@ _TZ = "TIMESTAMP WITH TIME ZONE"
 # engagement_pipeline_tests/test_definitions.py holds these lists to the built tables).
 CLASSIFICATIONS_SCHEMA = dg.TableSchema(
     columns=[
-        dg.TableColumn("classification_id", "BIGINT", description="primary key: each classification stored once"),
+        dg.TableColumn(
+            "classification_id",
+            "BIGINT",
+            description="each classification stored once (the ingest keeps the first; an asset check counts duplicates)",
+        ),
         dg.TableColumn("user_key", "VARCHAR", description="user_id, or a salted hash of user_name (never the name)"),
         dg.TableColumn("is_anonymous", "BOOLEAN", description="a not-logged-in volunteer"),
         dg.TableColumn("workflow_id", "BIGINT"),

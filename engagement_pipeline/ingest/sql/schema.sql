@@ -1,8 +1,14 @@
 -- The warehouse's ingested tables. Idempotent: run on every ingest.
 -- Times are TIMESTAMPTZ in UTC (the connection runs SET TimeZone = 'UTC').
 
+-- No primary key on classification_id: DuckDB builds its ART index in memory,
+-- which no memory_limit bounds or spills (38.5M ids ran the 1 GB ingest out of
+-- memory). One row per id is kept by insert_classifications.sql (the first
+-- line wins, an id already stored is skipped) and checked by the asset check
+-- classifications_classification_id_unique. A warehouse made before keeps its
+-- key and works as before, up to the exports its index fits in memory.
 create table if not exists classifications (
-    classification_id bigint primary key,
+    classification_id bigint not null,
     user_key varchar not null,  -- user_id, or a salted hash of user_name (CONTRACT.md, Privacy)
     is_anonymous boolean not null,  -- a not-logged-in volunteer
     workflow_id bigint,
