@@ -77,6 +77,7 @@ def predictions_table(champion: Champion, matrix: FeatureMatrix, active: dict, a
     import pyarrow as pa
 
     rows = last_row_per_user(matrix)
+    rows = rows[np.argsort(matrix.user_key[rows], kind="stable")]  # in `active`'s order (by user_key)
     if not np.array_equal(matrix.user_key[rows], active["user_key"]):
         raise AssertionError("users in the feature windows differ from the users active that day")
     probabilities = np.empty((len(rows), len(champion.horizons)), dtype=np.float64)
