@@ -91,7 +91,10 @@ def test_rerun_changes_nothing_and_skips_known_files(warehouse, exports_dir):
     assert table_digest(warehouse, "classifications") == before
 
 
-def test_snapshots_store_each_classification_once(warehouse, exports_dir):
+@pytest.mark.parametrize("rows_per_part", [ingest.load.ROWS_PER_INSERT_PART, 7])
+def test_snapshots_store_each_classification_once(warehouse, exports_dir, monkeypatch, rows_per_part):
+    # 7 rows a part: the inserts run in hundreds of parts by a hash of the id, as a 38.5M-row export's do
+    monkeypatch.setattr(ingest.load, "ROWS_PER_INSERT_PART", rows_per_part)
     header, rows = read_rows(MICHIGAN_EXPORT)
     (exports_dir / "2017-01-snapshot.csv").write_text(csv_text(header, rows[:1200]))
     run_ingest(warehouse, exports_dir)
@@ -105,6 +108,19 @@ def test_snapshots_store_each_classification_once(warehouse, exports_dir):
     assert query(warehouse, "select count(*), count(distinct classification_id) from classifications") == [(2000, 2000)]
     # The first file to store a classification keeps it.
     assert query(warehouse, "select count(*) from classifications where source_file like '%2017-01%'") == [(1200,)]
+    # Within a file the first line wins: a third snapshot has 30 new ids, then the old rows, then 10 of the new
+    # ids again with another time.
+    new = [[str(9_000_000 + i), *row[1:]] for i, row in enumerate(rows[:30])]
+    later = [[row[0], *row[1:7], "2017-02-01 00:00:00 UTC", *row[8:]] for row in new[:10]]
+    (exports_dir / "2017-03-snapshot.csv").write_text(csv_text(header, new + rows + later))
+    third = run_ingest(warehouse, exports_dir).files[2]
+    assert (third.rows_inserted, third.rows_duplicate) == (30, 2000 + 10)
+    assert query(warehouse, "select count(*), count(distinct classification_id) from classifications") == [(2030, 2030)]
+    assert query(
+        warehouse,
+        "select count(*) from classifications where classification_id between 9000000 and 9000009 "
+        "and created_at < timestamptz '2017-02-01 00:00:00+00'",
+    ) == [(10,)]
 
 
 def test_a_changed_file_is_read_again(warehouse, exports_dir):

@@ -58,6 +58,9 @@ INGEST_MEMORY_LIMIT = "1GB"
 # 64 GB: the research's 38.5M classifications are one 37 GB file once decompressed (issue 27);
 # a copy is refused separately when it would leave its disk under 100 MB free.
 MAX_EXPORT_GB = 64.0
+# Rows of a file inserted per statement (insert_classifications.sql, by a hash of the id): the joins'
+# pointer tables, which DuckDB cannot spill, stay well inside INGEST_MEMORY_LIMIT (10M ids in one went).
+ROWS_PER_INSERT_PART = 4_000_000
 # Raw text kept of malformed records (a quote in the wrong place, a stray carriage return): up to
 # this much of each, and of all of one file together; the others keep none.
 MAX_RAW_TEXT_BYTES = 64 * 1024
@@ -321,7 +324,11 @@ def _insert(
     has_rejects: bool,
 ) -> None:
     """Step 4: the usable rows into classifications, the others into rejected_rows; counts into `result`."""
-    (result.rows_inserted,) = run_sql(con, "insert_classifications", source_file=result.path).fetchone()
+    parts = max(1, -(-rows_read // ROWS_PER_INSERT_PART))
+    result.rows_inserted = sum(
+        run_sql(con, "insert_classifications", source_file=result.path, id_parts=parts, id_part=part).fetchone()[0]
+        for part in range(parts)
+    )
     run_sql(con, "delete_rejected_rows", source_file=result.path)  # a changed file's earlier rejects
     if has_rejects:
         _insert_rejects(con, result, readable, header, structure, texts)

@@ -7,6 +7,7 @@ drop table if exists row_lines;
 drop table if exists reject_lines;
 drop table if exists removed_records;
 drop table if exists unreadable_records;
+drop table if exists chosen_rows;
 drop table if exists parsed_rows;
 drop table if exists ingest_rejects;
 drop table if exists ingest_scans;

@@ -1,11 +1,31 @@
 -- Step 4, insert: the usable rows into classifications. A classification
 -- already stored is kept as first stored; within the file the first line wins.
--- Returns the number of rows inserted. Parameter:
+-- Returns the number of rows inserted. Parameters:
 --   getvariable('source_file')  the export's path
+--   getvariable('id_parts'), getvariable('id_part')  this statement inserts the
+--       ids whose hash falls in part id_part of id_parts (load.py runs every part
+--       in one transaction): each part's hash tables (the ids of the file, the ids
+--       stored) hold 1/id_parts of them, so memory stays bounded whatever the size
+--       of the export and the warehouse (38.5M ids in one part ran the ingest's
+--       1 GB out of memory; DuckDB cannot spill a join's pointer table).
 -- The rows to insert are chosen by rowid first (one small aggregate over two
 -- integer columns), so the insert itself is a plain one: no conflict can
 -- arise, and no wide row is hashed or grouped (INSERT OR IGNORE with a
 -- window over whole rows took three times as long at 1.29M rows).
+create or replace temp table chosen_rows as
+select min(first_lines.rowid) as idx
+from parsed_rows as first_lines
+where
+    first_lines.reason is null
+    and hash(first_lines.classification_id) % getvariable('id_parts') = getvariable('id_part')
+    and not exists (
+        select 1 from classifications
+        where
+            classifications.classification_id = first_lines.classification_id
+            and hash(classifications.classification_id) % getvariable('id_parts') = getvariable('id_part')
+    )
+group by first_lines.classification_id;
+
 insert into classifications
 select
     parsed_rows.classification_id,
@@ -25,16 +45,6 @@ select
     getvariable('source_file') as source_file,
     row_lines.raw_line as source_line,
     now() as ingested_at
-from parsed_rows
-inner join row_lines on parsed_rows.rowid = row_lines.idx
-where parsed_rows.rowid in (
-    select min(first_lines.rowid)
-    from parsed_rows as first_lines
-    where
-        first_lines.reason is null
-        and not exists (
-            select 1 from classifications
-            where classifications.classification_id = first_lines.classification_id
-        )
-    group by first_lines.classification_id
-);
+from chosen_rows
+inner join parsed_rows on chosen_rows.idx = parsed_rows.rowid
+inner join row_lines on chosen_rows.idx = row_lines.idx;
