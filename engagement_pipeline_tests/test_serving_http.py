@@ -268,8 +268,14 @@ def test_20_clients_scoring_at_once_are_all_answered_and_the_log_keeps_whole_lin
     with ThreadPoolExecutor(20) as pool:
         statuses = [s for batch in pool.map(client, range(20)) for s in batch]
     assert statuses == [200] * 80
-    time.sleep(0.5)
-    lines = [line for line in server.log_path.read_text().splitlines() if line.startswith(("GET ", "POST ", "("))]
+
+    def logged() -> list[str]:  # each request's line is written after its response: wait for the last ones
+        return [line for line in server.log_path.read_text().splitlines() if line.startswith(("GET ", "POST ", "("))]
+
+    deadline = time.monotonic() + 10
+    while len(logged()) < 80 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    lines = logged()
     assert len(lines) >= 80 and all(ACCESS_LINE.match(line) for line in lines), [
         line for line in lines if not ACCESS_LINE.match(line)
     ][:3]
