@@ -264,6 +264,22 @@ def test_training_is_deterministic_and_keeps_the_best_validation_epoch(dataset):
 
 
 @pytest.mark.slow
+def test_tabular_preprocessing_is_the_same_a_block_of_rows_at_a_time(monkeypatch):
+    from engagement_pipeline.model import lstm
+
+    rng = np.random.default_rng(3)
+    X = (rng.normal(size=(1_000, 5)) * 40).astype(np.float32)
+    X[rng.random(X.shape) < 0.2] = np.nan
+    scaling = lstm.Scaling(np.array([True, False, True, False, True]), rng.normal(size=5), rng.random(5) + 0.5)
+    whole = lstm.preprocess_tabular(X, scaling)
+    monkeypatch.setattr(lstm, "TABULAR_BLOCK_ROWS", 7)  # 143 blocks, the last one short
+    blocked = lstm.preprocess_tabular(X, scaling)
+    assert whole.dtype == blocked.dtype == np.float32 and whole.shape == (1_000, 10)
+    np.testing.assert_array_equal(blocked, whole)
+    np.testing.assert_array_equal(whole[:, 5:], np.isnan(X))  # the missing indicators
+    assert not np.isnan(whole).any()
+
+
 def test_linear_start_matches_scikit_learn_logistic_regression(dataset):
     import torch
     from sklearn.linear_model import LogisticRegression

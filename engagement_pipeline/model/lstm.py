@@ -95,13 +95,23 @@ def fit_scaling(X: np.ndarray, skew_threshold: float = 2.0) -> Scaling:
 def preprocess_tabular(X: np.ndarray, scaling: Scaling) -> np.ndarray:
     """The model's preprocessing for a flat [N, F] matrix (used by the linear and forest baselines).
 
-    Returns float32 [N, 2F]: scaled features with NaN -> 0, then missing indicators.
+    Returns float32 [N, 2F]: scaled features with NaN -> 0, then missing indicators. Computed a block of
+    rows at a time into the result, so the float64 temporaries are a block's, not N rows' (at 38.5M
+    classifications the whole test period at once took about 6 GB on top); the same values either way.
     """
-    missing = np.isnan(X)
-    Z = np.where(scaling.log_transform, signed_log1p(X), X)
-    Z = (Z - scaling.mean) / scaling.std
-    Z = np.where(missing, 0.0, Z)
-    return np.concatenate([Z, missing], axis=1).astype(np.float32)
+    n, f = X.shape
+    out = np.empty((n, 2 * f), dtype=np.float32)
+    for start in range(0, n, TABULAR_BLOCK_ROWS):
+        block = X[start : start + TABULAR_BLOCK_ROWS]
+        missing = np.isnan(block)
+        Z = np.where(scaling.log_transform, signed_log1p(block), block)
+        Z = (Z - scaling.mean) / scaling.std
+        out[start : start + len(block), :f] = np.where(missing, 0.0, Z)
+        out[start : start + len(block), f:] = missing
+    return out
+
+
+TABULAR_BLOCK_ROWS = 262_144
 
 
 class EngagementLSTM(nn.Module):
