@@ -27,7 +27,7 @@ KEY_COLUMNS = ("classification_id", "user_key", "created_at")
 ORDER_BY = "order by u.first_id, r.user_key, r.created_at, r.classification_id"
 
 
-def user_order_sql(columns: str, where: str = "", table: str = None) -> str:
+def user_order_sql(columns: str, where: str = "", table: str | None = None) -> str:
     """SELECT `columns` (of alias r) of `table`'s rows matching `where` (a trusted `where ...` fragment, `?`
     params allowed once), in the matrix's row order (ORDER_BY)."""
     table = table or FEATURES_TABLE
