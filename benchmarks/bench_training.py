@@ -129,6 +129,7 @@ def rss_child(db: Path, config: TrainingConfig, baselines: bool) -> dict:
         fit_baselines(
             data.matrix.X, split.labels, split, scaling, data.matrix.feature_names, config.seed,
             config.forest_max_train_rows, config.baseline_max_candidates, config.baseline_max_train_rows,
+            max_val_rows=config.baseline_max_val_rows,
         )  # fmt: skip
     return {
         "classifications": len(data.matrix),

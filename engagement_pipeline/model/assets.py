@@ -274,6 +274,7 @@ def fit_all_baselines(data: Dataset, split: Split, scaling, config: TrainingConf
         fitted = fit_baselines(
             matrix.X, split.labels, split, scaling, matrix.feature_names, config.seed,
             config.forest_max_train_rows, config.baseline_max_candidates, config.baseline_max_train_rows, progress,
+            config.baseline_max_val_rows,
         )  # fmt: skip
     if fitted.dropped_features:
         say(f"baselines: dropped features with no observed value in train: {', '.join(fitted.dropped_features)}")
@@ -312,7 +313,9 @@ def log_inputs(data: Dataset, split: Split, config: TrainingConfig, degenerate: 
     n_baseline = min(len(split.train), config.baseline_max_train_rows)
     mlflow.log_params({"n_train": len(split.train), "n_val": len(split.val), "n_test": len(split.test)})
     mlflow.log_params(budget_params(len(split.train), len(split.val), config))
-    mlflow.log_params({"n_baseline_train": n_baseline})
+    mlflow.log_params(
+        {"n_baseline_train": n_baseline, "n_baseline_val": min(len(split.val), config.baseline_max_val_rows)}
+    )
     if degenerate:
         mlflow.set_tag("one_outcome_horizons", "; ".join(f"{w}m: {text}" for w, text in degenerate.items()))
     last = day(data.matrix.created_at.max())

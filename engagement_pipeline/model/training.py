@@ -90,6 +90,12 @@ class TrainingConfig(dg.Config):
         description="Training rows the baselines are fitted on: a sample drawn with `seed` when there are more "
         "(every row of a smaller export).",
     )
+    baseline_max_val_rows: int = Field(
+        1_000_000,
+        description="Validation rows the baselines choose their parameters on (and gradient boosting stops early "
+        "on): a sample drawn with `seed` when there are more. Only the chosen candidate predicts the test period, "
+        "on every test row.",
+    )
     bootstrap_resamples: int = Field(
         200,
         description="Volunteer-level bootstrap resamples behind every test metric's 95% interval, the lift "
