@@ -11,8 +11,9 @@ times moved by a whole number of weeks so that its replayed days follow the gene
 kept), its classification ids moved past the generated ones (the Talk file numbers its lines from 1).
 Each night runs, against the deployment's Dagster instance (PostgreSQL) and MLflow server, what the daemon
 runs: `refresh_warehouse`, then `nightly_score_and_report` for the night's day (only after a successful
-refresh). A champion is trained before night 1 and retrained every 7th night (crowned without the promotion
-gate: the point is the plumbing). Faults on stated nights (--faults, default "3:mlflow-down-scoring,5:bad-export"):
+refresh). A model is trained on night 1 and every 7th night and the promotion gate decides, as in
+production: a retrain that is not promoted leaves the champion scoring. Faults on stated nights (--faults,
+default "3:mlflow-down-scoring,5:bad-export,24:mlflow-down-scoring"):
 
     mlflow-down-scoring  the MLflow server is stopped before scoring: the scoring run must fail, naming the
                          server; `deploy up` starts it again and the retried scoring must succeed
@@ -230,8 +231,9 @@ def main(argv: list[str] | None = None) -> int:
             client = tracking.client()
             name = tracking.registered_model_name
             latest = max(client.search_model_versions(f"name = '{name}'"), key=lambda v: int(v.version))
-            client.set_registered_model_alias(name, CHAMPION_ALIAS, latest.version)
-            return "train ok"
+            champion = client.get_model_version_by_alias(name, CHAMPION_ALIAS).version
+            verdict = "promoted" if champion == latest.version else f"not promoted, v{champion} stays"
+            return f"train ok (v{latest.version} {verdict})"
 
         lost, ingest_sql = 0, {}
         header = "| night | day | wall s | ingest s | SQL s | rows | runs | predictions | report | peak RSS MB |"
