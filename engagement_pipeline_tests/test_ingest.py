@@ -2,6 +2,7 @@
 
 import gzip
 import hashlib
+import re
 from pathlib import Path
 
 import dagster as dg
@@ -323,3 +324,37 @@ def test_the_salt_is_made_once_and_a_damaged_one_is_refused(engagement_home):
     salt_file.write_text("")
     with pytest.raises(ValueError, match="not a salt written by this project"):
         ingest.load_salt(salt_file)
+
+
+def test_a_big_file_says_how_far_each_pass_is_while_it_loads(warehouse, exports_dir, monkeypatch):
+    # Lines every 10 ms instead of 30 s, so a 60k-row gzip (about a second per pass) prints several per pass.
+    from engagement_pipeline.sample import write_export
+
+    monkeypatch.setattr(ingest.load, "PROGRESS_EVERY_S", 0.01)
+    monkeypatch.setattr(ingest.load, "ROWS_PER_INSERT_PART", 20_000)
+    write_export(exports_dir / "big.csv.gz", n_classifications=60_000, seed=3)
+    said = []
+
+    class Log:
+        info = staticmethod(said.append)
+
+    storage = project_resources()["storage"]
+    with warehouse.connect() as con:
+        report = ingest.ingest_exports(
+            con, ingest.find_exports(exports_dir), ingest.load_salt(storage.salt_file), storage.root / "tmp", Log()
+        )
+        assert con.execute("select current_setting('enable_progress_bar')").fetchone() == (False,)
+    assert report.files[0].rows_inserted == 60_000
+    steps = {}
+    for line in said[:-1]:  # the last is the file's summary
+        steps.setdefault(line.split(": ")[1], []).append(line)
+    assert {"checking (digest, lines, encoding)", "finding its records", "parsing"} <= set(steps), said
+    assert any(step.startswith("storing 60,000 rows") for step in steps), said
+    for lines in steps.values():
+        shares = [int(m.group(1)) for m in map(re.compile(r": (\d+)%, ").search, lines) if m]
+        assert shares == sorted(shares) and all(0 <= share <= 100 for share in shares), lines
+    checking = steps["checking (digest, lines, encoding)"]
+    assert any(
+        re.search(r"big\.csv\.gz: checking .*: \d+%, \d+ s so far, about \d+ s left$", line) for line in checking
+    )
+    assert said[-1].startswith("big.csv.gz: 60,000 rows read, 60,000 new")

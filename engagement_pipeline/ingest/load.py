@@ -31,6 +31,7 @@ from engagement_pipeline.ingest.files import (
     transcode_to_utf8,
 )
 from engagement_pipeline.ingest.known_files import record_fingerprints, scan_unknown
+from engagement_pipeline.ingest.progress import Progress, bytes_read, duckdb_progress
 from engagement_pipeline.ingest.structure import (
     CARRIAGE_RETURN,
     QUOTING,
@@ -61,6 +62,7 @@ MAX_EXPORT_GB = 64.0
 # Rows of a file inserted per statement (insert_classifications.sql, by a hash of the id): the joins'
 # pointer tables, which DuckDB cannot spill, stay well inside INGEST_MEMORY_LIMIT (10M ids in one went).
 ROWS_PER_INSERT_PART = 4_000_000
+PROGRESS_EVERY_S = 30.0  # a pass over a big file says how far it is at least this often
 # Raw text kept of malformed records (a quote in the wrong place, a stray carriage return): up to
 # this much of each, and of all of one file together; the others keep none.
 MAX_RAW_TEXT_BYTES = 64 * 1024
@@ -240,16 +242,22 @@ def ingest_file(
     salt: str,
     scratch: Path,
     max_rejected_share: float,
+    progress: Progress | None = None,
 ) -> FileResult:
-    """Load one export (already scanned, its header read and checked) in one transaction."""
+    """Load one export (already scanned, its header read and checked) in one transaction.
+
+    `progress` says how far each pass over a big file is, every PROGRESS_EVERY_S seconds while it runs."""
+    progress = progress or Progress(None)
     result = FileResult(path=shown(path))
+    name = shown(path.name)
     copies: list[Path] = []  # files made in the scratch folder for this one: removed at the end
     try:
         # Staging, parsing and numbering work in temp tables; only the inserts need the transaction.
         result.transcoded = not scan.valid_utf8 and encoding == "utf-8"
         readable = _readable(path, encoding, scan, scratch, copies)
         try:
-            structure = scan_structure(readable, len(header), MAX_LINE_BYTES, open_binary)
+            with progress.step(f"{name}: finding its records", bytes_read(readable.stat().st_size)):
+                structure = scan_structure(readable, len(header), MAX_LINE_BYTES, open_binary)
         except TooManyMalformedRecords as error:
             raise ExportFormatError(f"{result.path}: {error}; nothing loaded from it") from None
         except (OSError, EOFError, zlib.error) as error:  # a truncated or corrupt gzip; gone, unreadable
@@ -259,10 +267,12 @@ def ingest_file(
             ) from error
         texts = _malformed_texts(readable, structure) if len(structure.malformed["line"]) else []
         if structure.needs_copy:
-            readable = _clean_copy(readable, path, structure, len(header), scan, scratch, copies)
-        rows_read, parser_rejects, invalid_encoding, value_rejects = _stage_and_parse(
-            con, readable, result.path, header, salt
-        )
+            with progress.step(f"{name}: writing a clean copy", bytes_read(readable.stat().st_size)):
+                readable = _clean_copy(readable, path, structure, len(header), scan, scratch, copies)
+        with progress.step(f"{name}: parsing", duckdb_progress(con)):
+            rows_read, parser_rejects, invalid_encoding, value_rejects = _stage_and_parse(
+                con, readable, result.path, header, salt
+            )
         if invalid_encoding:  # the scan found every byte UTF-8: DuckDB should agree
             raise ExportFormatError(f"{result.path}: DuckDB found bytes that are not UTF-8; nothing loaded from it")
         try:
@@ -272,7 +282,7 @@ def ingest_file(
             _number_lines(con, result.path, structure, rows_read, parser_rejects)
         con.execute("begin transaction")
         has_rejects = bool(parser_rejects or value_rejects or texts)
-        _insert(con, result, readable, header, structure, texts, rows_read, has_rejects=has_rejects)
+        _insert(con, result, readable, header, structure, texts, rows_read, has_rejects, progress)
         _refuse_if_mostly_rejected(result, max_rejected_share)
         _record(con, result, path, scan)
         con.execute("commit")
@@ -322,13 +332,17 @@ def _insert(
     texts: list[str | None],
     rows_read: int,
     has_rejects: bool,
+    progress: Progress,
 ) -> None:
     """Step 4: the usable rows into classifications, the others into rejected_rows; counts into `result`."""
     parts = max(1, -(-rows_read // ROWS_PER_INSERT_PART))
-    result.rows_inserted = sum(
-        run_sql(con, "insert_classifications", source_file=result.path, id_parts=parts, id_part=part).fetchone()[0]
-        for part in range(parts)
-    )
+    part = [0]
+    with progress.step(f"{shown(readable.name)}: storing {rows_read:,} rows", duckdb_progress(con, parts, part)):
+        result.rows_inserted = 0
+        for part[0] in range(parts):
+            result.rows_inserted += run_sql(
+                con, "insert_classifications", source_file=result.path, id_parts=parts, id_part=part[0]
+            ).fetchone()[0]
     run_sql(con, "delete_rejected_rows", source_file=result.path)  # a changed file's earlier rejects
     if has_rejects:
         _insert_rejects(con, result, readable, header, structure, texts)
@@ -426,11 +440,16 @@ def ingest_exports(
 ) -> IngestReport:
     """Ingest every new or changed file; check all headers before touching the warehouse."""
     ensure_schema(con)
+    progress = Progress(log.info if log is not None else None, PROGRESS_EVERY_S)
     seen = {row[0] for row in run_sql(con, "known_files").fetchall()}
+
+    def scan(path: Path) -> FileScan:
+        passes = 2 if path.name.lower().endswith(".gz") else 1  # the bytes as stored, then decompressed
+        with progress.step(f"{shown(path.name)}: checking (digest, lines, encoding)", bytes_read(_size(path), passes)):
+            return scan_file(path, MAX_LINE_BYTES, max_bytes=int(max_export_gb * 2**30))
+
     # old snapshots are recognised by size, mtime and a quick fingerprint, not read again (known_files.py)
-    scans, fingerprints, _ = scan_unknown(
-        con, files, seen, run_sql, lambda path: scan_file(path, MAX_LINE_BYTES, max_bytes=int(max_export_gb * 2**30))
-    )
+    scans, fingerprints, _ = scan_unknown(con, files, seen, run_sql, scan)
     new_files: dict[Path, tuple[list[str], str]] = {}  # the first path of each new content -> (header, encoding)
     for path in files:
         if scans[path].sha256 not in seen:
@@ -441,9 +460,11 @@ def ingest_exports(
     report = IngestReport()
     scratch.mkdir(parents=True, exist_ok=True)
     previous_limit = _set_memory_limit(con, INGEST_MEMORY_LIMIT)
+    run_sql(con, "progress_on")  # DuckDB keeps count of a statement's progress only with its bar enabled
     try:
-        _ingest_new_files(con, files, new_files, scans, salt, scratch, log, max_rejected_share, report)
+        _ingest_new_files(con, files, new_files, scans, salt, scratch, log, max_rejected_share, report, progress)
     finally:
+        run_sql(con, "progress_off")
         _set_memory_limit(con, previous_limit)
     record_fingerprints(con, scans, fingerprints, run_sql)
     return report
@@ -464,7 +485,14 @@ def _bytes(size: str) -> float:
     return float(number) * {"": 1, "K": 2**10, "M": 2**20, "G": 2**30, "T": 2**40}[unit]
 
 
-def _ingest_new_files(con, files, new_files, scans, salt, scratch, log, max_rejected_share, report) -> None:
+def _size(path: Path) -> int:
+    try:
+        return path.stat().st_size
+    except OSError:  # the scan says which file cannot be read, and why
+        return 0
+
+
+def _ingest_new_files(con, files, new_files, scans, salt, scratch, log, max_rejected_share, report, progress) -> None:
     # A run killed mid-file leaves its UTF-8 copy behind; we hold the warehouse
     # lock, so no other ingest is using one now. They hold raw user_ip values.
     for leftover in [*scratch.glob(f"{TRANSCODED_PREFIX}*.csv"), *scratch.glob(f"{LINK_PREFIX}*")]:
@@ -474,7 +502,7 @@ def _ingest_new_files(con, files, new_files, scans, salt, scratch, log, max_reje
             report.files.append(FileResult(path=shown(path), skipped=True))
             continue
         header, encoding = new_files[path]
-        result = ingest_file(con, path, header, encoding, scans[path], salt, scratch, max_rejected_share)
+        result = ingest_file(con, path, header, encoding, scans[path], salt, scratch, max_rejected_share, progress)
         report.files.append(result)
         if log is not None:
             log.info(
