@@ -23,10 +23,11 @@ default "3:mlflow-down-scoring,5:bad-export,24:mlflow-down-scoring"):
 Each night's row: wall time, the ingest's and SQL models' step seconds, rows stored, runs and outcomes,
 whether the day's predictions and report exist and are right, the process's peak RSS so far (the runs
 execute in it). "right": the predictions' (classifications that day, last classification time) per volunteer
-equal, as a multiset, what DuckDB computes from the raw exports (volunteers keyed by user_id, else user_name,
-never linked to the pipeline's salted keys), and the report names the day and the model version that scored
-it. At the end: lost or stale days, runs of the instance not in a final state, and the 30th night's ingest +
-SQL seconds over the 2nd night's.
+equal, as a multiset, what DuckDB computes from the raw exports (volunteers keyed by user_id, else by
+user_name, as the Talk export has no user_id; never linked to the pipeline's salted keys), and the report names
+the day and the model version that scored it. At the end: lost or stale days, runs of the instance not in a
+final state, unexpected outcomes (a run that failed, or one that should have failed and did not), and the 30th
+night's ingest + SQL seconds over the 2nd night's. Exits 1 when any of the first three is not 0.
 """
 
 from __future__ import annotations
@@ -34,6 +35,7 @@ from __future__ import annotations
 import argparse
 import datetime
 import os
+import re
 import resource
 import shutil
 import subprocess
@@ -43,7 +45,6 @@ from pathlib import Path
 
 OUT = Path(__file__).resolve().parent / "out" / "soak"
 TALK = Path(__file__).resolve().parents[2] / "shared" / "data" / "real" / "serengeti-talk-panoptes.csv.gz"
-TALK_ID_OFFSET = 1_000_000_000
 UNFINISHED = ["QUEUED", "NOT_STARTED", "STARTING", "STARTED", "CANCELING"]
 
 
@@ -55,8 +56,8 @@ IDENTITY = (
 )
 
 
-def replay_talk(con, talk: Path, after: str | None, nights: int, history_days: int) -> list[str]:
-    """Table `talk`: the Talk export's last `history_days` days, its ids moved past the generated ones and its
+def replay_talk(con, talk: Path, after: str | None, nights: int, history_days: int, first_id: int) -> list[str]:
+    """Table `talk`: the Talk export's last `history_days` days, its ids moved to start at `first_id` and its
     times by whole weeks so that its last `nights` days start 1 to 7 days after `after` (unmoved when None).
     Returns those days, moved."""
     con.execute("create table source as select * from read_csv(?, all_varchar = true)", [str(talk)])
@@ -68,7 +69,7 @@ def replay_talk(con, talk: Path, after: str | None, nights: int, history_days: i
         f"""create table talk as
         with slice as (
             select * replace (
-                (classification_id::bigint + {TALK_ID_OFFSET})::varchar as classification_id,
+                (classification_id::bigint + {first_id})::varchar as classification_id,
                 strftime(strptime(created_at, '%Y-%m-%d %H:%M:%S UTC') + interval {shift} day,
                          '%Y-%m-%d %H:%M:%S UTC') as created_at
             )
@@ -123,7 +124,7 @@ def check_day(con, home: Path, day: str, source: str) -> tuple[str, str]:
     if not report_path.exists():
         return predictions, "MISSING"
     text = report_path.read_text(encoding="utf-8")
-    named = [v for (v,) in versions if v in text]
+    named = [v for (v,) in versions if re.search(rf"{re.escape(v)}(?!\d)", text)]
     report = (
         "right" if day in text and len(named) == len(versions) else f"WRONG: names {day}: {day in text}, {versions}"
     )
@@ -186,7 +187,10 @@ def main(argv: list[str] | None = None) -> int:
         raise SystemExit(f"the generated export spans {len(days)} days, fewer than {warmup + generated_nights}")
     days = days[len(days) - generated_nights :]
     if args.talk_nights:
-        days += replay_talk(con, args.talk, days[-1] if days else None, args.talk_nights, args.talk_days)
+        (past_generated,) = con.execute("select max(classification_id::bigint) + 1 from raw").fetchone()
+        days += replay_talk(
+            con, args.talk, days[-1] if days else None, args.talk_nights, args.talk_days, past_generated
+        )
 
     def snapshot(night: int) -> tuple[str, Path]:
         day = days[night - 1]
@@ -231,11 +235,16 @@ def main(argv: list[str] | None = None) -> int:
             client = tracking.client()
             name = tracking.registered_model_name
             latest = max(client.search_model_versions(f"name = '{name}'"), key=lambda v: int(v.version))
-            champion = client.get_model_version_by_alias(name, CHAMPION_ALIAS).version
+            import mlflow
+
+            try:
+                champion = client.get_model_version_by_alias(name, CHAMPION_ALIAS).version
+            except mlflow.exceptions.MlflowException:  # the gate has crowned no version yet
+                return f"train ok (v{latest.version} not promoted, no champion)"
             verdict = "promoted" if champion == latest.version else f"not promoted, v{champion} stays"
             return f"train ok (v{latest.version} {verdict})"
 
-        lost, ingest_sql = 0, {}
+        lost, unexpected, ingest_sql = 0, 0, {}
         header = "| night | day | wall s | ingest s | SQL s | rows | runs | predictions | report | peak RSS MB |"
         rows_out = [header, "| --- " * 10 + "|"]
         print(header, flush=True)
@@ -275,6 +284,10 @@ def main(argv: list[str] | None = None) -> int:
                 stored.close()
                 predictions, report = check_day(con, home, day, "raw" if night <= generated_nights else "talk")
                 lost += not predictions.startswith("right") or report != "right"
+                unexpected += sum(
+                    outcome.endswith(("FAILED", "?!")) or outcome == "refresh ok" and fault == "bad-export" and i == 0
+                    for i, outcome in enumerate(runs)
+                )
                 ingest_sql[night] = seconds["ingest"] + seconds["sql"]
                 rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
                 line = (f"| {night} | {day} | {time.monotonic() - start:.1f} | {seconds['ingest']:.1f} | {seconds['sql']:.1f} "
@@ -285,16 +298,17 @@ def main(argv: list[str] | None = None) -> int:
         second, last = ingest_sql.get(2), ingest_sql.get(args.nights)
         ratio = f"{last / second:.2f}x ({last:.1f} s against {second:.1f} s)" if second and last else "n/a"
         summary = (
-            f"{lost} lost or stale days, {len(unfinished)} runs not in a final state; ingest + SQL, night "
-            f"{args.nights} over night 2: {ratio}"
+            f"{lost} lost or stale days, {len(unfinished)} runs not in a final state, {unexpected} unexpected "
+            f"outcomes; ingest + SQL, night {args.nights} over night 2: {ratio}"
         )
+        failed = bool(lost or unfinished or unexpected)
         rows_out += ["", summary]
         print(summary, flush=True)
         (OUT / "table.md").write_text("\n".join(rows_out) + "\n")
     finally:
         if not args.keep:
             print(engagement(env, "deploy", "down"), flush=True)
-    return 0
+    return 1 if failed else 0
 
 
 if __name__ == "__main__":

@@ -47,6 +47,19 @@ def test_the_search_predicts_the_test_period_with_the_chosen_candidate_only():
     assert label == "a" and predicted == ["b", "a"]
 
 
+def test_the_validation_sample_is_drawn_over_the_whole_period():
+    rows = np.arange(10_000, 60_000)
+    sample = baselines.validation_sample(rows, 5_000, seed=3)
+    assert len(sample) == len(np.unique(sample)) == 5_000 and np.isin(sample, rows).all()
+    assert (np.diff(sample) > 0).all()  # in the period's order
+    # uniform over the period, not its first rows: each tenth of it holds about a tenth of the sample
+    per_tenth = np.bincount((sample - rows[0]) * 10 // len(rows), minlength=10)
+    assert per_tenth.min() > 400, per_tenth
+    np.testing.assert_array_equal(sample, baselines.validation_sample(rows, 5_000, seed=3))
+    assert not np.array_equal(sample, baselines.validation_sample(rows, 5_000, seed=4))
+    assert baselines.validation_sample(rows, 50_000, seed=3) is rows
+
+
 def test_the_baselines_choose_on_a_seeded_sample_of_validation_rows(inputs, monkeypatch):
     _, split, _ = inputs
     n_val = len(split.val)
@@ -74,7 +87,7 @@ def test_the_baselines_choose_on_a_seeded_sample_of_validation_rows(inputs, monk
     assert not np.array_equal(sampled.predictions["gbdt"], whole.predictions["gbdt"])
 
 
-def test_a_validation_period_within_the_limit_is_used_whole_and_draws_nothing(inputs):
+def test_a_validation_period_within_the_limit_is_used_whole(inputs):
     _, split, _ = inputs
     default, bigger = fit(inputs), fit(inputs, max_val_rows=len(split.val))
     assert default.chosen == bigger.chosen

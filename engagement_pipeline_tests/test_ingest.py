@@ -353,6 +353,8 @@ def test_a_big_file_says_how_far_each_pass_is_while_it_loads(warehouse, exports_
     for lines in steps.values():
         shares = [int(m.group(1)) for m in map(re.compile(r": (\d+)%, ").search, lines) if m]
         assert shares == sorted(shares) and all(0 <= share <= 100 for share in shares), lines
+    # DuckDB's own progress of the parse and of the insert's statements (two a part, three parts here)
+    assert any(re.search(r": (parsing|storing 60,000 rows): \d+%, ", line) for line in said), said
     checking = steps["checking (digest, lines, encoding)"]
     assert any(
         re.search(r"big\.csv\.gz: checking .*: \d+%, \d+ s so far, about \d+ s left$", line) for line in checking

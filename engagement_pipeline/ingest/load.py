@@ -32,6 +32,7 @@ from engagement_pipeline.ingest.files import (
 )
 from engagement_pipeline.ingest.known_files import record_fingerprints, scan_unknown
 from engagement_pipeline.ingest.progress import Progress, bytes_read, duckdb_progress
+from engagement_pipeline.ingest.session import ingest_settings
 from engagement_pipeline.ingest.structure import (
     CARRIAGE_RETURN,
     QUOTING,
@@ -254,7 +255,8 @@ def ingest_file(
     try:
         # Staging, parsing and numbering work in temp tables; only the inserts need the transaction.
         result.transcoded = not scan.valid_utf8 and encoding == "utf-8"
-        readable = _readable(path, encoding, scan, scratch, copies)
+        with progress.step(f"{name}: reading it as UTF-8", bytes_read(_size(path))):
+            readable = _readable(path, encoding, scan, scratch, copies)
         try:
             with progress.step(f"{name}: finding its records", bytes_read(readable.stat().st_size)):
                 structure = scan_structure(readable, len(header), MAX_LINE_BYTES, open_binary)
@@ -276,13 +278,16 @@ def ingest_file(
         if invalid_encoding:  # the scan found every byte UTF-8: DuckDB should agree
             raise ExportFormatError(f"{result.path}: DuckDB found bytes that are not UTF-8; nothing loaded from it")
         try:
-            _number_lines(con, result.path, structure, rows_read, parser_rejects)
+            with progress.step(f"{name}: numbering its lines", duckdb_progress(con)):
+                _number_lines(con, result.path, structure, rows_read, parser_rejects)
         except ExportFormatError:  # newlines quoted in a column not staged? Stage them all, count again
-            _stage_and_parse(con, readable, result.path, header, salt, every_column=True)
-            _number_lines(con, result.path, structure, rows_read, parser_rejects)
+            with progress.step(f"{name}: parsing again, every column", duckdb_progress(con)):
+                _stage_and_parse(con, readable, result.path, header, salt, every_column=True)
+            with progress.step(f"{name}: numbering its lines", duckdb_progress(con)):
+                _number_lines(con, result.path, structure, rows_read, parser_rejects)
         con.execute("begin transaction")
         has_rejects = bool(parser_rejects or value_rejects or texts)
-        _insert(con, result, readable, header, structure, texts, rows_read, has_rejects, progress)
+        _insert(con, result, readable, header, structure, texts, rows_read, has_rejects, progress, name)
         _refuse_if_mostly_rejected(result, max_rejected_share)
         _record(con, result, path, scan)
         con.execute("commit")
@@ -333,16 +338,18 @@ def _insert(
     rows_read: int,
     has_rejects: bool,
     progress: Progress,
+    name: str,
 ) -> None:
     """Step 4: the usable rows into classifications, the others into rejected_rows; counts into `result`."""
     parts = max(1, -(-rows_read // ROWS_PER_INSERT_PART))
-    part = [0]
-    with progress.step(f"{shown(readable.name)}: storing {rows_read:,} rows", duckdb_progress(con, parts, part)):
+    statement = [0]  # two statements a part, one after the other: choose its rows, insert them
+    with progress.step(f"{name}: storing {rows_read:,} rows", duckdb_progress(con, 2 * parts, statement)):
         result.rows_inserted = 0
-        for part[0] in range(parts):
-            result.rows_inserted += run_sql(
-                con, "insert_classifications", source_file=result.path, id_parts=parts, id_part=part[0]
-            ).fetchone()[0]
+        for part in range(parts):
+            statement[0] = 2 * part
+            run_sql(con, "choose_rows", id_parts=parts, id_part=part)
+            statement[0] = 2 * part + 1
+            result.rows_inserted += run_sql(con, "insert_classifications", source_file=result.path).fetchone()[0]
     run_sql(con, "delete_rejected_rows", source_file=result.path)  # a changed file's earlier rejects
     if has_rejects:
         _insert_rejects(con, result, readable, header, structure, texts)
@@ -459,30 +466,10 @@ def ingest_exports(
 
     report = IngestReport()
     scratch.mkdir(parents=True, exist_ok=True)
-    previous_limit = _set_memory_limit(con, INGEST_MEMORY_LIMIT)
-    run_sql(con, "progress_on")  # DuckDB keeps count of a statement's progress only with its bar enabled
-    try:
+    with ingest_settings(con, run_sql, INGEST_MEMORY_LIMIT):
         _ingest_new_files(con, files, new_files, scans, salt, scratch, log, max_rejected_share, report, progress)
-    finally:
-        run_sql(con, "progress_off")
-        _set_memory_limit(con, previous_limit)
     record_fingerprints(con, scans, fingerprints, run_sql)
     return report
-
-
-def _set_memory_limit(con, limit: str) -> str:
-    """Lower DuckDB's memory_limit to `limit` (never raise it); returns the one before."""
-    (previous,) = run_sql(con, "current_memory_limit").fetchone()
-    if _bytes(limit) < _bytes(previous):
-        run_sql(con, "set_memory_limit", memory_limit=limit)
-    return previous
-
-
-def _bytes(size: str) -> float:
-    """'1GB', '953.6 MiB', '3.7 GiB' -> bytes (DuckDB's own spellings)."""
-    number = size.strip().rstrip("BbiIKkMmGgTt ")
-    unit = size.strip()[len(number) :].strip().upper().replace("IB", "").replace("B", "")
-    return float(number) * {"": 1, "K": 2**10, "M": 2**20, "G": 2**30, "T": 2**40}[unit]
 
 
 def _size(path: Path) -> int:

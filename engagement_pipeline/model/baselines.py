@@ -58,6 +58,14 @@ def observed_columns(X: np.ndarray, rows: np.ndarray) -> np.ndarray:
     return np.array([not np.isnan(X[rows, j]).all() for j in range(X.shape[1])], dtype=bool)
 
 
+def validation_sample(rows: np.ndarray, limit: int, seed: int) -> np.ndarray:
+    """At most `limit` of `rows`, in order: a uniform draw over the whole period when there are more (from a
+    generator of its own, so the train and forest samples stay what they were), else every row."""
+    if len(rows) <= limit:
+        return rows
+    return np.sort(np.random.default_rng([seed, 1]).choice(rows, limit, replace=False))
+
+
 def search(candidates, fit_and_score, max_candidates: int):
     """Fit the first `max_candidates` candidates in order; return (best label, its test predictions).
 
@@ -103,9 +111,7 @@ def fit_baselines(
     train_rows = split.train
     if len(train_rows) > max_train_rows:
         train_rows = np.sort(rng.choice(train_rows, max_train_rows, replace=False))
-    val_rows = split.val
-    if len(val_rows) > max_val_rows:
-        val_rows = np.sort(rng.choice(val_rows, max_val_rows, replace=False))
+    val_rows = validation_sample(split.val, max_val_rows, seed)
     periods = {"train": train_rows, "val": val_rows, "test": split.test}
     features = {part: X[np.ix_(rows, columns)] for part, rows in periods.items()}  # only these rows, copied once
     scaled = {part: preprocess_tabular(features[part], scaling) for part in periods}

@@ -1,31 +1,11 @@
--- Step 4, insert: the usable rows into classifications. A classification
--- already stored is kept as first stored; within the file the first line wins.
--- Returns the number of rows inserted. Parameters:
+-- Step 4b, insert: the rows chosen_rows holds (choose_rows.sql) into
+-- classifications. Returns the number of rows inserted. Parameters:
 --   getvariable('source_file')  the export's path
---   getvariable('id_parts'), getvariable('id_part')  this statement inserts the
---       ids whose hash falls in part id_part of id_parts (load.py runs every part
---       in one transaction): each part's hash tables (the ids of the file, the ids
---       stored) hold 1/id_parts of them, so memory stays bounded whatever the size
---       of the export and the warehouse (38.5M ids in one part ran the ingest's
---       1 GB out of memory; DuckDB cannot spill a join's pointer table).
--- The rows to insert are chosen by rowid first (one small aggregate over two
--- integer columns), so the insert itself is a plain one: no conflict can
--- arise, and no wide row is hashed or grouped (INSERT OR IGNORE with a
--- window over whole rows took three times as long at 1.29M rows).
-create or replace temp table chosen_rows as
-select min(first_lines.rowid) as idx
-from parsed_rows as first_lines
-where
-    first_lines.reason is null
-    and hash(first_lines.classification_id) % getvariable('id_parts') = getvariable('id_part')
-    and not exists (
-        select 1 from classifications
-        where
-            classifications.classification_id = first_lines.classification_id
-            and hash(classifications.classification_id) % getvariable('id_parts') = getvariable('id_part')
-    )
-group by first_lines.classification_id;
-
+-- load.py runs both steps for each part of id_parts (by a hash of the id) in one
+-- transaction: each part's hash tables (the ids of the file, the ids stored) hold
+-- 1/id_parts of them, so memory stays bounded whatever the size of the export
+-- and the warehouse (38.5M ids in one part ran the ingest's 1 GB out of memory;
+-- DuckDB cannot spill a join's pointer table).
 insert into classifications
 select
     parsed_rows.classification_id,
