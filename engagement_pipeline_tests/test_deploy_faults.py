@@ -1,5 +1,6 @@
 """Faults a deployment meets, on the real services: PostgreSQL restarted mid-run, the MLflow server killed
-while a model trains, a full disk under a scoring run, a run past its maximum runtime.
+while a model trains or down while a day is scored, a full disk under a scoring run, a run past its maximum
+runtime.
 
 One deployment for the module (test_deploy.py's `deployment` fixture: the trained home deployed with
 `engagement deploy up`, a champion trained through its MLflow server, the nightly schedule quiet). Every run
@@ -127,7 +128,7 @@ def test_a_server_that_does_not_answer_is_told_apart_from_other_failures(monkeyp
     import mlflow
     from mlflow.exceptions import MlflowException
 
-    from engagement_pipeline.model.outage import no_answer, outage_message
+    from engagement_pipeline.model.outage import no_answer, outage_message, scoring_outage_message
 
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
@@ -141,6 +142,9 @@ def test_a_server_that_does_not_answer_is_told_apart_from_other_failures(monkeyp
     said = outage_message("http://h:1", "connection refused", {"version": "4"})
     assert said.startswith("The MLflow server http://h:1 did not answer (connection refused)")
     assert "v4 is not promoted" in said and "alias did not move" in said
+    said = scoring_outage_message("http://h:1", "connection refused", "2025-09-19")
+    assert said.startswith("The MLflow server http://h:1 did not answer (connection refused) while `user_predictions`")
+    assert "nothing was scored, the predictions of 2025-09-19 are as they were" in said
 
 
 @pytest.mark.slow
@@ -218,6 +222,30 @@ def test_the_mlflow_server_killed_while_training_promotes_nothing_and_the_run_sa
     client = mlflow.MlflowClient(tracking_uri=uri)
     experiment = client.get_experiment_by_name("engagement").experiment_id
     assert client.search_runs([experiment], "attributes.status = 'RUNNING'") == []  # the killed run: marked FAILED
+
+
+@pytest.mark.slow
+def test_the_mlflow_server_down_fails_scoring_plainly_and_a_retry_succeeds_once_it_is_back(deployment):
+    day = "2025-09-19"
+    target = deployment.home / "predictions" / f"date={day}" / "predictions.parquet"
+    before = digest(target) if target.exists() else None
+    uri = deployment.layout.tracking_uri.read_text().strip()
+    assert services.stop(services.load(deployment.layout.state)["mlflow"]) == "stopped"
+    try:
+        down = launch(deployment, "nightly_score_and_report", tags={"dagster/partition": day})
+        assert wait_until_ended(deployment, down, 180).status == dg.DagsterRunStatus.FAILURE
+        (error,) = [t for t in failure_texts(deployment, down) if t.startswith("TrackingServerUnavailable: ")]
+        said = f"The MLflow server {uri} did not answer (connection refused) while `user_predictions`"
+        assert said in error and f"nothing was scored, the predictions of {day} are as they were" in error, error
+        assert (digest(target) if target.exists() else None) == before and not list(target.parent.glob("*.tmp"))
+    finally:  # the server back, whatever was asserted: the next tests need it
+        engagement(deployment.env, "deploy", "up", "--monitoring-interval", str(MONITORING_S))
+    again = launch(deployment, "nightly_score_and_report", tags={"dagster/partition": day})
+    assert wait_until_ended(deployment, again, 180).status == dg.DagsterRunStatus.SUCCESS, failure_texts(
+        deployment, again
+    )
+    assert target.exists()
+    assert_predictions_have_runs(deployment)
 
 
 @pytest.mark.slow

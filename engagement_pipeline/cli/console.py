@@ -41,7 +41,7 @@ EXIT_CODES = {
     NOTHING_TO_SCORE: "the day(s) asked for lie outside the data, or nothing was ingested yet",
     PORT_IN_USE: "the UI's port is taken by another process",
     BUILD_FIRST: "a table the step reads was never built: materialize the asset named first",
-    SERVICE_DOWN: "the MLflow tracking server did not answer (nothing was promoted): start it and run again",
+    SERVICE_DOWN: "the MLflow tracking server did not answer (nothing was promoted or scored): start it and run again",
 }
 
 # The root cause's exception class -> exit code, for a step that failed on an expected condition.

@@ -463,7 +463,8 @@ def engagement_model(
     context.log.info(
         f"{len(data.matrix):,} classifications, {len(data.matrix.feature_names)} features, horizons {data.horizons}"
     )
-    with outage.said_plainly(tracking, context.log, progress := {}):  # the MLflow server gone: said plainly
+    progress = {}  # how far training got: the registered version, the gate's decision
+    with outage.said_plainly(tracking, context.log, lambda uri, why: outage.outage_message(uri, why, progress)):
         result = run_training(data, config, tracking, log=context.log, progress=progress)
     return dg.MaterializeResult(metadata=asset_metadata(result))
 

@@ -1,4 +1,5 @@
-"""The MLflow tracking server gone while a model trains: one plain sentence, and nothing promoted.
+"""The MLflow tracking server gone while a model trains or a day is scored: one plain sentence, and nothing
+promoted or written.
 
 MLflow's own error for a server that went away is a chain of five exceptions ending in
 "HTTPConnectionPool(...): Max retries exceeded ... Connection refused", raised by whichever call came
@@ -16,7 +17,7 @@ The MLflow run it leaves RUNNING on the server is marked FAILED by the next trai
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
 from engagement_pipeline.resources import CHAMPION_ALIAS
@@ -39,7 +40,8 @@ NO_ANSWER = {
 
 
 class TrackingServerUnavailable(RuntimeError):
-    """The MLflow tracking server did not answer while a model trained; nothing was promoted after that."""
+    """The MLflow tracking server did not answer while a model trained (nothing was promoted after that) or a
+    day was scored (nothing was written)."""
 
 
 def no_answer(error: BaseException | None) -> str | None:
@@ -70,16 +72,27 @@ def outage_message(uri: str, why: str, progress: dict) -> str:
     return f"{head}, after the promotion gate decided ({promotion.reason}); the run's last records are missing. {again}"
 
 
+def scoring_outage_message(uri: str, why: str, day: str) -> str:
+    """What a scoring run that could not reach the server left: the day's file as it was."""
+    return (
+        f"The MLflow server {uri} did not answer ({why}) while `user_predictions` looked up or loaded the "
+        f"`{CHAMPION_ALIAS}` for {day}: nothing was scored, the predictions of {day} are as they were. Start it "
+        "again (`engagement deploy up`, or however it is run) and run the scoring again."
+    )
+
+
 @contextmanager
-def said_plainly(tracking, log, progress: dict) -> Iterator[None]:
-    """Turn a lost connection to a tracking server into TrackingServerUnavailable, said in the run's log too."""
+def said_plainly(tracking, log, message: Callable[[str, str], str]) -> Iterator[None]:
+    """Turn a lost connection to a tracking server into TrackingServerUnavailable, said in the run's log too.
+
+    `message(uri, why)` says what the interruption left (outage_message, scoring_outage_message)."""
     try:
         yield
     except Exception as error:
         uri, why = tracking.uri(), no_answer(error)
         if why is None or not uri.startswith(("http://", "https://")):
             raise
-        message = outage_message(uri, why, progress)
+        message = message(uri, why)
         if log is not None:
             log.error(message)
         raise TrackingServerUnavailable(message) from error

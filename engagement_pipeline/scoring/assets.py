@@ -20,6 +20,7 @@ import dagster as dg
 import numpy as np
 from pydantic import Field
 
+from engagement_pipeline.model import outage
 from engagement_pipeline.model.evaluation import markdown_table
 from engagement_pipeline.model.registry import Champion, find_champion, load_model
 from engagement_pipeline.model.windows import FeatureMatrix, gather_windows, load_feature_matrix
@@ -189,11 +190,17 @@ def user_predictions(
 ):
     day_span = context.partition_time_window  # the UTC day; `version.window` is K, the classifications per window
     day = context.partition_key
-    version = find_champion(tracking)
+
+    # The MLflow server gone (the champion's lookup, its model's download): said plainly, nothing written.
+    def server_gone():
+        return outage.said_plainly(tracking, context.log, lambda uri, why: outage.scoring_outage_message(uri, why, day))
+
+    with server_gone():
+        version = find_champion(tracking)
     context.log.info(f"Scoring {day} with {version.name} v{version.version}")
 
     # The model loads (seconds) in a thread while DuckDB reads the day (both release the GIL).
-    with ThreadPoolExecutor(max_workers=1) as pool:
+    with server_gone(), ThreadPoolExecutor(max_workers=1) as pool:
         loading = pool.submit(load_model, version)
         with warehouse.connect(log=context.log) as con:
             require_tables(con, day, ("classifications", "features"), "the scoring")
