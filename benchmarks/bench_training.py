@@ -40,7 +40,7 @@ sys.path.insert(0, str(ROOT))
 import duckdb  # noqa: E402
 import numpy as np  # noqa: E402
 
-from engagement_pipeline.model.device import set_threads  # noqa: E402
+from engagement_pipeline.model.device import cores, set_threads  # noqa: E402
 from engagement_pipeline.model.training import (  # noqa: E402
     TrainingConfig,
     batches,
@@ -126,6 +126,9 @@ def rss_child(db: Path, config: TrainingConfig, baselines: bool) -> dict:
     model, history = train_lstm(data.matrix, split, scaling, len(data.horizons), config)
     predict(model, data.matrix, split.test, config.window, "cpu")
     if baselines:
+        from threadpoolctl import threadpool_limits
+
+        threadpool_limits(config.baseline_threads or cores(), "openmp")
         fit_baselines(
             data.matrix.X, split.labels, split, scaling, data.matrix.feature_names, config.seed,
             config.forest_max_train_rows, config.baseline_max_candidates, config.baseline_max_train_rows,

@@ -93,3 +93,26 @@ def test_a_validation_period_within_the_limit_is_used_whole(inputs):
     assert default.chosen == bigger.chosen
     for name in default.predictions:
         np.testing.assert_array_equal(default.predictions[name], bigger.predictions[name])
+
+
+@pytest.mark.parametrize("threads", [1, 0])
+def test_gradient_boosting_fits_on_the_configured_openmp_threads(inputs, monkeypatch, threads):
+    # 0 = every core: a 2-core machine's OpenMP pool; 1 = the default, which a busy machine does not slow tenfold
+    import os
+
+    from threadpoolctl import threadpool_info
+
+    from engagement_pipeline.model.assets import fit_all_baselines
+
+    data, split, scaling = inputs
+    seen = []
+
+    def recording(*args, **kwargs):  # what gradient boosting would fit on; its fit itself is not the point here
+        seen.extend(pool["num_threads"] for pool in threadpool_info() if pool["user_api"] == "openmp")
+        return "recorded", np.zeros(len(split.test))
+
+    monkeypatch.setattr(baselines, "fit_gbdt", recording)
+    config = TrainingConfig(baseline_threads=threads, forest_max_train_rows=500, baseline_max_candidates=1)
+    fit_all_baselines(data, split, scaling, config, say=lambda message: None)
+    expected = threads or len(os.sched_getaffinity(0))  # whatever OMP_NUM_THREADS says (the tests set 1)
+    assert seen and set(seen) == {expected}, seen

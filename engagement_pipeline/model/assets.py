@@ -28,7 +28,7 @@ import numpy as np
 
 from engagement_pipeline.model import evaluation, outage, registry
 from engagement_pipeline.model.budget import budget_params, budget_text, scaling_rows
-from engagement_pipeline.model.device import set_threads
+from engagement_pipeline.model.device import cores, set_threads
 from engagement_pipeline.model.training import (
     Dataset,
     Split,
@@ -257,6 +257,8 @@ def heartbeat(said: list[float], speak, started: float, every_s: float = 25.0):
 
 def fit_all_baselines(data: Dataset, split: Split, scaling, config: TrainingConfig, say):
     """The four baselines on the same split, saying which features they had to drop."""
+    from threadpoolctl import threadpool_limits
+
     from engagement_pipeline.model.baselines import fit_baselines
 
     say("fitting baselines per horizon: logistic, boosted trees, random forest (tuned on validation)")
@@ -270,7 +272,11 @@ def fit_all_baselines(data: Dataset, split: Split, scaling, config: TrainingConf
         remaining = f", about {left:.0f}s left" if done < total else f"; {said[0] - started:.0f}s in all"
         say(f"baselines {done}/{total} fitted: last {name} at {data.horizons[h]} min ({seconds:.0f}s{remaining})")
 
-    with heartbeat(said, lambda seconds: say(f"baselines: still fitting ({seconds:.0f}s in all so far)"), started):
+    def still(seconds: float) -> None:
+        say(f"baselines: still fitting ({seconds:.0f}s in all so far)")
+
+    # OpenMP's threads (gradient boosting) held to `baseline_threads` in this thread, where the fits run
+    with heartbeat(said, still, started), threadpool_limits(config.baseline_threads or cores(), "openmp"):
         fitted = fit_baselines(
             matrix.X, split.labels, split, scaling, matrix.feature_names, config.seed,
             config.forest_max_train_rows, config.baseline_max_candidates, config.baseline_max_train_rows, progress,

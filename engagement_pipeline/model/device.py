@@ -1,4 +1,5 @@
-"""Where and on how many threads torch runs: one place for training, its calibration and the benchmarks."""
+"""Where and on how many threads torch runs (and the baselines' OpenMP): one place for training, its
+calibration and the benchmarks."""
 
 import os
 
@@ -14,8 +15,13 @@ def pick_device(name: str) -> str:
     return name
 
 
+def cores() -> int:
+    """The cores this process may run on."""
+    return max(1, len(os.sched_getaffinity(0)))
+
+
 def set_threads(threads: int) -> None:
     """Set torch's intra-op threads (0 = the cores this process may run on, never more)."""
     import torch
 
-    torch.set_num_threads(threads if threads > 0 else max(1, len(os.sched_getaffinity(0))))
+    torch.set_num_threads(threads if threads > 0 else cores())
