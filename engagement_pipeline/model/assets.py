@@ -15,7 +15,6 @@ The asset's metadata says it in words a person reads at a glance (rounded
 figures, "none yet", "better than logistic by 0.012 [0.004, 0.020]").
 """
 
-import contextlib
 import json
 import tempfile
 import time
@@ -27,7 +26,7 @@ import dagster as dg
 import numpy as np
 
 from engagement_pipeline.model import evaluation, outage, registry
-from engagement_pipeline.model.budget import budget_params, budget_text, scaling_rows
+from engagement_pipeline.model.budget import budget_params, budget_text, heartbeat, scaling_rows
 from engagement_pipeline.model.device import cores, set_threads
 from engagement_pipeline.model.training import (
     Dataset,
@@ -231,28 +230,6 @@ def run_training(data: Dataset, config: TrainingConfig, tracking: Tracking, log=
         degenerate_horizons=degenerate, chosen_parameters=fitted.chosen, test_predictions=p_lstm, plots=plots,
         budget=budget_text(len(split.train), len(split.val), config, len(history) - 1),
     )  # fmt: skip
-
-
-@contextlib.contextmanager
-def heartbeat(said: list[float], speak, started: float, every_s: float = 25.0):
-    """While the block runs, `speak(seconds so far)` whenever nothing was said (`said[0]`) for `every_s`."""
-    import threading
-
-    stop = threading.Event()
-
-    def beat() -> None:
-        while not stop.wait(min(1.0, every_s / 4)):
-            if time.perf_counter() - said[0] >= every_s:
-                said[0] = time.perf_counter()
-                speak(said[0] - started)
-
-    thread = threading.Thread(target=beat, daemon=True)
-    thread.start()
-    try:
-        yield
-    finally:
-        stop.set()
-        thread.join()
 
 
 def fit_all_baselines(data: Dataset, split: Split, scaling, config: TrainingConfig, say):

@@ -9,6 +9,7 @@
 Only numpy at module level: torch is imported inside `calibrate_examples_per_second`.
 """
 
+import contextlib
 import time
 import zlib
 from collections.abc import Callable
@@ -97,6 +98,28 @@ SHORTEN = (
     "to shorten it, lower `max_train_examples` (examples per epoch) or `epochs` in the run config of "
     "engagement_model (`engagement run --train max_train_examples=500000`, or the Dagster launchpad)"
 )
+
+
+@contextlib.contextmanager
+def heartbeat(said: list[float], speak, started: float, every_s: float = 25.0):
+    """While the block runs, `speak(seconds so far)` whenever nothing was said (`said[0]`) for `every_s`."""
+    import threading
+
+    stop = threading.Event()
+
+    def beat() -> None:
+        while not stop.wait(min(1.0, every_s / 4)):
+            if time.perf_counter() - said[0] >= every_s:
+                said[0] = time.perf_counter()
+                speak(said[0] - started)
+
+    thread = threading.Thread(target=beat, daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        thread.join()
 
 
 def budget_words(budget: dict, per_second: float) -> str:
