@@ -420,6 +420,36 @@ def load_memory(database: Path, rows: int | None) -> None:
         print(how, output.strip(), flush=True)
 
 
+BASELINES = """
+import resource, sys, time
+import duckdb
+from engagement_pipeline.model.assets import fit_all_baselines, split_dataset
+from engagement_pipeline.model.budget import scaling_rows
+from engagement_pipeline.model.lstm import fit_scaling
+from engagement_pipeline.model.training import TrainingConfig, load_dataset
+
+started = time.perf_counter()
+say = lambda message: print(f"{time.perf_counter() - started:7.1f}s {message}", flush=True)
+con = duckdb.connect(sys.argv[1], read_only=True)
+con.execute("SET TimeZone = 'UTC'")
+data = load_dataset(con)
+con.close()
+config = TrainingConfig()
+split, _ = split_dataset(data, config, say)
+scaling = fit_scaling(data.matrix.X[scaling_rows(split.train, config.seed)])
+cpu, wall = time.process_time(), time.perf_counter()
+fitted = fit_all_baselines(data, split, scaling, config, say)
+say(f"baselines: {time.perf_counter() - wall:.0f} s, {time.process_time() - cpu:.0f} CPU-s, peak RSS "
+    f"{resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20:.1f} GiB; chosen {fitted.chosen}")
+"""
+
+
+def baselines_alone(database: Path) -> None:
+    """The baselines on a built warehouse as the training asset fits them (load, split, scaling, then
+    fit_all_baselines at the default config), in a fresh process: their seconds, CPU-seconds and peak RSS."""
+    subprocess.run([sys.executable, "-c", BASELINES, str(database)], check=True, cwd=ROOT)
+
+
 # --------------------------------------------------------------------------- the table
 
 
@@ -476,7 +506,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--table", action="store_true", help="print the table of the results so far and stop")
     parser.add_argument("--load-memory", type=Path, metavar="WAREHOUSE", help="measure loading the dataset only")
     parser.add_argument("--load-rows", type=int, help="with --load-memory: on about this many rows of it")
+    parser.add_argument("--baselines", type=Path, metavar="WAREHOUSE", help="measure the baselines alone on it")
     args = parser.parse_args(argv)
+    if args.baselines:
+        baselines_alone(args.baselines)
+        return 0
     if args.load_memory:
         load_memory(args.load_memory, args.load_rows)
         return 0
