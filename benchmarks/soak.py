@@ -50,10 +50,8 @@ UNFINISHED = ["QUEUED", "NOT_STARTED", "STARTING", "STARTED", "CANCELING"]
 
 # Who a row belongs to and when, for the independent recomputation (the export's own columns, never the
 # pipeline's salted keys): user_id when present, else user_name, as the contract keys volunteers.
-IDENTITY = (
-    "coalesce(nullif(user_id, ''), 'name:' || user_name) as volunteer, "
-    "strptime(created_at, '%Y-%m-%d %H:%M:%S UTC')::timestamp at time zone 'UTC' as happened"
-)
+HAPPENED = "strptime(created_at, '%Y-%m-%d %H:%M:%S UTC')::timestamp at time zone 'UTC' as happened"
+IDENTITY = f"coalesce(nullif(user_id, ''), 'name:' || user_name) as volunteer, {HAPPENED}"
 
 
 def replay_talk(con, talk: Path, after: str | None, nights: int, history_days: int, first_id: int) -> list[str]:
@@ -76,8 +74,7 @@ def replay_talk(con, talk: Path, after: str | None, nights: int, history_days: i
             from source
             where left(created_at, 10)::date > ?::date - {history_days}
         )
-        select *, 'name:' || user_name as volunteer,
-               strptime(created_at, '%Y-%m-%d %H:%M:%S UTC')::timestamp at time zone 'UTC' as happened
+        select *, 'name:' || user_name as volunteer, {HAPPENED}
         from slice""",
         [last],
     )

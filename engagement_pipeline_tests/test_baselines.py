@@ -4,22 +4,19 @@ choose on a seeded sample of validation rows when the period is bigger than `max
 Real scikit-learn fits on the synthetic warehouse of test_training (3,000 classifications).
 """
 
-import duckdb
 import numpy as np
 import pytest
 
 from engagement_pipeline.model import baselines
 from engagement_pipeline.model.lstm import fit_scaling
-from engagement_pipeline.model.training import TrainingConfig, load_dataset, time_split
-from engagement_pipeline_tests.training_fixtures import make_warehouse
+from engagement_pipeline.model.training import TrainingConfig, time_split
+from engagement_pipeline_tests.training_fixtures import make_warehouse, read_dataset
 
 
 @pytest.fixture(scope="module")
 def inputs(tmp_path_factory):
     database = make_warehouse(tmp_path_factory.mktemp("baselines") / "warehouse.duckdb", n_rows=3_000, seed=1)
-    with duckdb.connect(str(database), read_only=True) as con:
-        con.execute("SET TimeZone = 'UTC'")
-        data = load_dataset(con)
+    data = read_dataset(database)
     config = TrainingConfig()
     split = time_split(data.matrix.created_at, data.labels, data.horizons, config.train_fraction, config.val_fraction)
     return data, split, fit_scaling(data.matrix.X[split.train])

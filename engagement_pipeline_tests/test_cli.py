@@ -424,7 +424,7 @@ def test_a_small_real_export_trains_is_not_promoted_and_the_run_still_succeeds(t
 def test_a_long_silent_step_says_it_is_still_working():
     import time
 
-    from engagement_pipeline.model.budget import heartbeat
+    from engagement_pipeline.ops.progress import heartbeat
 
     started = time.perf_counter()
     said, beats = [started], []

@@ -10,15 +10,14 @@ bit for bit, and so must the test predictions and the baselines' choices.
 import subprocess
 import sys
 
-import duckdb
 import numpy as np
 import pytest
 
 from engagement_pipeline.model.assets import run_training
-from engagement_pipeline.model.training import TrainingConfig, load_dataset
+from engagement_pipeline.model.training import TrainingConfig
 from engagement_pipeline.resources import CHAMPION_ALIAS, REGISTERED_MODEL_NAME
 from engagement_pipeline_tests.project import project_resources
-from engagement_pipeline_tests.training_fixtures import make_warehouse
+from engagement_pipeline_tests.training_fixtures import make_warehouse, read_dataset
 
 HOG = "import time\nend = time.time() + 600\nwhile time.time() < end:\n    pass\n"
 
@@ -31,9 +30,7 @@ def all_metrics(client, run_id: str) -> dict[str, list[tuple[int, float]]]:
 @pytest.mark.slow
 def test_two_trainings_one_beside_a_cpu_hog_log_the_same_numbers(tmp_path, mlflow_store):
     database = make_warehouse(tmp_path / "warehouse.duckdb", n_rows=2_000, seed=3)
-    with duckdb.connect(str(database), read_only=True) as con:
-        con.execute("SET TimeZone = 'UTC'")
-        dataset = load_dataset(con)
+    dataset = read_dataset(database)
     config = TrainingConfig(
         epochs=1, hidden_size=8, window=8, max_train_examples=1_500, max_val_examples=2_000, seed=5,
         forest_max_train_rows=1_000, baseline_max_candidates=2, bootstrap_resamples=40,

@@ -8,7 +8,6 @@ version here is crowned by hand: every alias is moved by the gate.
 
 import socket
 
-import duckdb
 import mlflow
 import numpy as np
 import pytest
@@ -22,10 +21,10 @@ from engagement_pipeline.model.registry import (
     find_champion,
     promote,
 )
-from engagement_pipeline.model.training import load_dataset, time_split
+from engagement_pipeline.model.training import time_split
 from engagement_pipeline.resources import CHAMPION_ALIAS, REGISTERED_MODEL_NAME
 from engagement_pipeline_tests.project import project_resources
-from engagement_pipeline_tests.training_fixtures import make_warehouse
+from engagement_pipeline_tests.training_fixtures import make_warehouse, read_dataset
 
 pytestmark = pytest.mark.slow  # an MLflow store and models loaded through pyfunc: seconds, not milliseconds
 
@@ -38,9 +37,7 @@ def fitted(tmp_path_factory):
     from engagement_pipeline.model.lstm import EngagementLSTM, fit_scaling, fit_wide
 
     database = make_warehouse(tmp_path_factory.mktemp("promotion") / "warehouse.duckdb", n_rows=3_000, seed=1)
-    with duckdb.connect(str(database), read_only=True) as con:
-        con.execute("SET TimeZone = 'UTC'")
-        dataset = load_dataset(con)
+    dataset = read_dataset(database)
     split = time_split(dataset.matrix.created_at, dataset.labels, dataset.horizons, 0.7, 0.15)
     X = dataset.matrix.X
     model = EngagementLSTM(X.shape[1], len(dataset.horizons), fit_scaling(X[split.train]), hidden_size=8)

@@ -31,7 +31,6 @@ from engagement_pipeline.model.training import (
     LABEL_LOOKAHEAD_HORIZONS,
     MICROS_PER_MINUTE,
     TrainingConfig,
-    load_dataset,
     load_labels,
     time_split,
     train_lstm,
@@ -40,7 +39,7 @@ from engagement_pipeline.model.windows import gather_windows
 from engagement_pipeline.resources import CHAMPION_ALIAS, REGISTERED_MODEL_NAME, Warehouse
 from engagement_pipeline_tests.project import project_resources
 from engagement_pipeline_tests.shared_homes import new_mlflow_store
-from engagement_pipeline_tests.training_fixtures import HORIZONS, make_warehouse
+from engagement_pipeline_tests.training_fixtures import HORIZONS, make_warehouse, read_dataset
 
 TINY = dict(epochs=2, patience=2, hidden_size=16, batch_size=128, max_val_examples=2_000, window=8)
 
@@ -52,9 +51,7 @@ def synthetic_db(tmp_path):
 
 @pytest.fixture
 def dataset(synthetic_db):
-    with duckdb.connect(str(synthetic_db), read_only=True) as con:
-        con.execute("SET TimeZone = 'UTC'")
-        return load_dataset(con)
+    return read_dataset(synthetic_db)
 
 
 @pytest.fixture(scope="module")
@@ -67,9 +64,7 @@ def trained_run(tmp_path_factory, mlflow_store_template):
     """
     root = tmp_path_factory.mktemp("run_training")
     database = make_warehouse(root / "warehouse.duckdb", n_rows=3_000, seed=1)
-    with duckdb.connect(str(database), read_only=True) as con:
-        con.execute("SET TimeZone = 'UTC'")
-        dataset = load_dataset(con)
+    dataset = read_dataset(database)
     home = root / "home"
     new_mlflow_store(mlflow_store_template, home)
     config = TrainingConfig(**TINY)

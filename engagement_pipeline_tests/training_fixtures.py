@@ -114,6 +114,15 @@ def make_warehouse(path: Path, n_rows: int = 3_000, seed: int = 0) -> Path:
     return path
 
 
+def read_dataset(path: Path):
+    """The training Dataset of a warehouse file (load_dataset on a read-only, UTC connection)."""
+    from engagement_pipeline.model.training import load_dataset
+
+    with duckdb.connect(str(path), read_only=True) as con:
+        con.execute("SET TimeZone = 'UTC'")
+        return load_dataset(con)
+
+
 def crown_latest_version_by_hand(tracking) -> str:
     """Give the `champion` alias to the latest registered version by hand, bypassing the promotion gate.
 

@@ -6,7 +6,7 @@
 
 prints, only while the step runs past `every_s`,
 
-    export.csv.gz: checking (digest, lines, encoding): 41%, 2 min 3 s so far, about 2 min 57 s left
+    export.csv.gz: checking (digest, lines, encoding): 41%, 2 min so far, about 3 min left
 
 How far a step is comes from what it reads: the bytes this process has read from disk since the step began
 (Linux's /proc/self/io `rchar`, which counts compressed bytes for a .gz) over the passes it makes over the
@@ -16,22 +16,15 @@ says only the time so far.
 
 from __future__ import annotations
 
-import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+from engagement_pipeline.ops.progress import duration, heartbeat
+
 PROC_IO = Path("/proc/self/io")
 Fraction = Callable[[], float | None]
-
-
-def duration(seconds: float) -> str:
-    minutes, seconds = divmod(int(round(seconds)), 60)
-    hours, minutes = divmod(minutes, 60)
-    if hours:
-        return f"{hours} h {minutes} min"
-    return f"{minutes} min {seconds} s" if minutes else f"{seconds} s"
 
 
 def bytes_read_so_far() -> int | None:
@@ -87,23 +80,17 @@ class Progress:
         if self.say is None:
             yield
             return
-        done = threading.Event()
-        started, furthest = time.perf_counter(), [None]
+        started = time.perf_counter()
+        furthest: list[float | None] = [None]
 
-        def watch() -> None:
-            while not done.wait(self.every_s):
-                now = fraction()
-                if now is not None:  # a reading never moves back (DuckDB's can, between a query's pipelines)
-                    furthest[0] = max(now, furthest[0] or 0.0)
-                self.say(self.line(label, time.perf_counter() - started, furthest[0]))
+        def speak(elapsed: float) -> None:
+            now = fraction()
+            if now is not None:  # a reading never moves back (DuckDB's can, between a query's pipelines)
+                furthest[0] = max(now, furthest[0] or 0.0)
+            self.say(self.line(label, elapsed, furthest[0]))
 
-        watcher = threading.Thread(target=watch, name="ingest-progress", daemon=True)
-        watcher.start()
-        try:
+        with heartbeat([started], speak, started, self.every_s):
             yield
-        finally:
-            done.set()
-            watcher.join()
 
     @staticmethod
     def line(label: str, elapsed: float, fraction: float | None) -> str:

@@ -26,7 +26,7 @@ import dagster as dg
 import numpy as np
 
 from engagement_pipeline.model import evaluation, outage, registry
-from engagement_pipeline.model.budget import budget_params, budget_text, heartbeat, scaling_rows
+from engagement_pipeline.model.budget import budget_params, budget_text, scaling_rows
 from engagement_pipeline.model.device import cores, set_threads
 from engagement_pipeline.model.training import (
     Dataset,
@@ -41,6 +41,7 @@ from engagement_pipeline.model.training import (
 from engagement_pipeline.model.windows import gather_windows
 from engagement_pipeline.monitoring.drift import drift_reference_for, log_drift_reference
 from engagement_pipeline.monitoring.plots import KINDS, PlotLabel, curves_png, png_markdown
+from engagement_pipeline.ops.progress import heartbeat
 from engagement_pipeline.ops.stalled_runs import fail_stalled_mlflow_runs, process_tags
 from engagement_pipeline.resources import Tracking, Warehouse
 

@@ -1,7 +1,7 @@
 """What training costs and how a long step says where it is.
 
     training_budget / budget_params / budget_text   what an epoch uses of the data (MLflow params, metadata)
-    Progress, duration                              progress lines with what remains, at least every 30 s
+    Progress                                        progress lines with what remains, at least every 30 s
     calibrate_examples_per_second                   a few timed batches of a fresh network on random windows
     estimate_training                               rows x measured cost: the LSTM's training time at a config
     up_front_estimate                               what `engagement run` says before it starts (export size, time)
@@ -9,7 +9,6 @@
 Only numpy at module level: torch is imported inside `calibrate_examples_per_second`.
 """
 
-import contextlib
 import time
 import zlib
 from collections.abc import Callable
@@ -17,6 +16,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
+
+from engagement_pipeline.ops.progress import duration
 
 if TYPE_CHECKING:
     from engagement_pipeline.model.training import TrainingConfig
@@ -28,16 +29,6 @@ DEFAULT_MAX_TRAIN_EXAMPLES = 2_000_000
 MAX_SCALING_ROWS = 1_000_000
 # A long step says where it is at least this often (seconds).
 PROGRESS_SECONDS = 30.0
-
-
-def duration(seconds: float) -> str:
-    """Seconds as a person reads them: "45 s", "7 min", "1 h 20 min"."""
-    seconds = max(0.0, float(seconds))
-    if seconds < 90:
-        return f"{seconds:.0f} s"
-    if seconds < 90 * 60:
-        return f"{seconds / 60:.0f} min"
-    return f"{int(seconds // 3600)} h {round(seconds % 3600 / 60):02d} min"
 
 
 class Progress:
@@ -98,28 +89,6 @@ SHORTEN = (
     "to shorten it, lower `max_train_examples` (examples per epoch) or `epochs` in the run config of "
     "engagement_model (`engagement run --train max_train_examples=500000`, or the Dagster launchpad)"
 )
-
-
-@contextlib.contextmanager
-def heartbeat(said: list[float], speak, started: float, every_s: float = 25.0):
-    """While the block runs, `speak(seconds so far)` whenever nothing was said (`said[0]`) for `every_s`."""
-    import threading
-
-    stop = threading.Event()
-
-    def beat() -> None:
-        while not stop.wait(min(1.0, every_s / 4)):
-            if time.perf_counter() - said[0] >= every_s:
-                said[0] = time.perf_counter()
-                speak(said[0] - started)
-
-    thread = threading.Thread(target=beat, daemon=True)
-    thread.start()
-    try:
-        yield
-    finally:
-        stop.set()
-        thread.join()
 
 
 def budget_words(budget: dict, per_second: float) -> str:
