@@ -84,14 +84,6 @@ def test_the_baselines_choose_on_a_seeded_sample_of_validation_rows(inputs, monk
     assert not np.array_equal(sampled.predictions["gbdt"], whole.predictions["gbdt"])
 
 
-def test_a_validation_period_within_the_limit_is_used_whole(inputs):
-    _, split, _ = inputs
-    default, bigger = fit(inputs), fit(inputs, max_val_rows=len(split.val))
-    assert default.chosen == bigger.chosen
-    for name in default.predictions:
-        np.testing.assert_array_equal(default.predictions[name], bigger.predictions[name])
-
-
 @pytest.mark.parametrize("threads", [1, 0])
 def test_gradient_boosting_fits_on_the_configured_openmp_threads(inputs, monkeypatch, threads):
     # 0 = every core: a 2-core machine's OpenMP pool; 1 = the default, which a busy machine does not slow tenfold
